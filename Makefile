@@ -1,0 +1,71 @@
+# signsym_det developer tasks. CI (.ci/run) runs `make test`.
+#
+#   make setup   create .venv (git-ignored) with torch, detectron2 and this package (editable)
+#   make test    setup + ruff check + ruff format --check + pytest
+#   make demo    setup + tools/demo.py
+#
+# Variables: PYTHON (base interpreter, default python3), VENV (default .venv),
+# TORCH_PACKAGES (the torch/torchvision pair), DETECTRON2_SPEC (see tools/install_detectron2.py),
+# PIP_QUIET (set empty for pip's full output), PYTEST_ARGS.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
+DETECTRON2_SPEC ?=
+PIP_QUIET ?= -q
+PYTEST_ARGS ?=
+
+VENV_PY := $(VENV)/bin/python
+PIP := $(VENV_PY) -m pip
+RUFF := $(VENV)/bin/ruff
+# Setup is redone only when one of its inputs changes; a second `make setup` takes seconds.
+STAMP := $(VENV)/.signsym_det-setup
+SPEC_STAMP := $(VENV)/.signsym_det-detectron2-spec
+
+.PHONY: setup test lint format demo clean distclean FORCE
+
+setup: $(STAMP)
+
+$(VENV_PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Rewritten (so setup reruns) only when DETECTRON2_SPEC changes.
+$(SPEC_STAMP): FORCE | $(VENV_PY)
+	@printf '%s\n' '$(DETECTRON2_SPEC)' | cmp -s - $@ || printf '%s\n' '$(DETECTRON2_SPEC)' > $@
+
+$(STAMP): pyproject.toml tools/install_detectron2.py Makefile $(SPEC_STAMP) | $(VENV_PY)
+	$(PIP) install $(PIP_QUIET) --upgrade pip 'setuptools>=64' wheel
+	$(PIP) install $(PIP_QUIET) $(TORCH_PACKAGES)
+	DETECTRON2_SPEC='$(DETECTRON2_SPEC)' $(VENV_PY) tools/install_detectron2.py
+	$(PIP) install $(PIP_QUIET) --no-build-isolation -e '.[test]'
+	$(VENV_PY) tools/install_detectron2.py --check
+	@touch $@
+	@echo "setup done: $(VENV) is ready"
+
+test: setup
+	@status=0; \
+	echo '$$ ruff check .'; $(RUFF) check . || status=1; \
+	echo '$$ ruff format --check .'; $(RUFF) format --check . || status=1; \
+	echo '$$ pytest -q $(PYTEST_ARGS)'; $(VENV_PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
+	exit $$status
+
+lint: setup
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+# Formats and import-sorts the whole tree: mind other people's files.
+format: setup
+	$(RUFF) check --select I --fix .
+	$(RUFF) format .
+
+demo: setup
+	$(VENV_PY) tools/demo.py
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
+
+FORCE:
