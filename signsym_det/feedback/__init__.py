@@ -1,0 +1,37 @@
+"""Learning rules as drop-in Conv2d / Linear layers, in plain torch (no detectron2 here).
+
+Per layer, y = conv(x, W) + b and g = dL/dy: dL/dx = conv_transpose(g, B) with the rule's B;
+dL/dW and dL/db are backprop's. See :mod:`.rules` for the rules and scales, :mod:`.convert`
+for putting them on a model, :mod:`.alignment` for B-vs-W and gradient angles.
+"""
+
+from .alignment import gradient_alignment, weight_alignment
+from .convert import ConversionReport, LayerFeedback, conversion_report, convert, strip
+from .layers import (
+    FeedbackConv2d,
+    FeedbackLayer,
+    FeedbackLinear,
+    advance_feedback_step,
+    install_step_hook,
+)
+from .rules import SCALES, FeedbackRule, available_rules, get_rule, register_rule
+
+__all__ = [
+    "SCALES",
+    "ConversionReport",
+    "FeedbackConv2d",
+    "FeedbackLayer",
+    "FeedbackLinear",
+    "FeedbackRule",
+    "LayerFeedback",
+    "advance_feedback_step",
+    "available_rules",
+    "conversion_report",
+    "convert",
+    "get_rule",
+    "gradient_alignment",
+    "install_step_hook",
+    "register_rule",
+    "strip",
+    "weight_alignment",
+]

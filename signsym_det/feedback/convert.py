@@ -1,0 +1,261 @@
+"""convert / strip / conversion_report: put learning rules on a model's Conv2d and Linear layers.
+
+``convert`` changes the class of each selected ``nn.Conv2d`` / ``nn.Linear`` (subclasses such
+as detectron2's Conv2d included) IN PLACE to FeedbackConv2d / FeedbackLinear: the very same
+object, so its Parameters, submodules (``norm``) and every outside reference to it (e.g.
+detectron2's FPN keeps its convs in plain Python lists) stay valid. The original class is
+remembered and ``strip`` restores it.
+
+Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``"head.*"``):
+
+* a layer is converted iff (``include`` is None or matches it) and ``exclude`` does not;
+* ``overrides`` (ordered ``[(pattern, spec)]`` or ``{pattern: spec}``; first match wins) sets
+  its rule and scale: spec is a rule name, ``None``/``"none"`` (leave it plain) or
+  ``{"rule": name, "scale": scale}`` (either key may be left out: the call's value applies);
+* ``scale=None`` means each rule's default (``"xiao"``); rules without a scale (bp) ignore it.
+
+Each layer draws its random state from ``derive_seed(seed, name)``, identical in every
+process. Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs,
+parametrized or uninitialised lazy layers, Conv2d/Linear subclasses with their own forward
+other than detectron2's conv -> norm -> activation) are left as they are and reported.
+Layers that already are feedback layers are left unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Optional
+
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.utils import parametrize
+
+from .layers import (
+    FeedbackConv2d,
+    FeedbackLayer,
+    FeedbackLinear,
+    feedback_layers,
+    install_step_hook,
+    remove_step_hooks,
+)
+from .rules import Scale, check_scale, derive_seed, get_rule
+
+logger = logging.getLogger(__name__)
+
+LayerSpec = tuple  # (canonical rule name or None for plain, scale or None for the default)
+_WITHOUT_FEEDBACK_VERSION = (
+    nn.Conv1d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def unsupported_reason(module: nn.Module) -> Optional[str]:
+    """Why a conv/linear-like ``module`` cannot be converted, or None."""
+    kind = type(module).__name__
+    if isinstance(module, FeedbackLayer):
+        return None
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        return f"{kind} is an uninitialised lazy layer"
+    if isinstance(module, _WITHOUT_FEEDBACK_VERSION) or "DeformConv" in kind:
+        return f"no feedback version of {kind}"
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if parametrize.is_parametrized(module):
+            return f"{kind} has a parametrized weight"
+        plain_forward = type(module).forward in (nn.Conv2d.forward, nn.Linear.forward)
+        detectron2_style = hasattr(module, "norm") and hasattr(module, "activation")
+        if not (plain_forward or detectron2_style):
+            return f"{kind} has its own forward"
+    return None
+
+
+def _feedback_class(module: nn.Module):
+    if isinstance(module, nn.Conv2d):
+        return FeedbackConv2d
+    if isinstance(module, nn.Linear):
+        return FeedbackLinear
+    return None
+
+
+def _parse_spec(spec, default: LayerSpec, where: str) -> LayerSpec:
+    """(canonical rule or None, scale or None) from a rule name, None/"none" or a dict."""
+    rule, scale = default
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"rule", "scale"})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown}; valid keys: rule, scale")
+        rule, scale = spec.get("rule", rule), spec.get("scale", scale)
+    else:
+        rule = spec
+    try:
+        scale = None if scale is None else check_scale(scale)
+        if rule is None or (isinstance(rule, str) and rule.strip().lower() == "none"):
+            return None, scale
+        if not isinstance(rule, str):
+            raise ValueError(f"rule must be a name, None or 'none', got {rule!r}")
+        return get_rule(rule).name, scale
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _parse_patterns(patterns, where: str) -> Optional[tuple]:
+    if patterns is None:
+        return None
+    patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ValueError(f"{where}: patterns must be strings, got {pattern!r}")
+    return patterns
+
+
+def _parse_overrides(overrides, default: LayerSpec) -> list:
+    if overrides is None:
+        return []
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    parsed = []
+    for item in items:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(f"overrides: expected (pattern, spec) pairs, got {item!r}")
+        pattern, spec = item
+        parsed.append((pattern, _parse_spec(spec, default, f"overrides[{pattern!r}]")))
+    return parsed
+
+
+def _matches(name: str, patterns, used: set) -> bool:
+    """True iff a pattern matches ``name``; records the matching ones in ``used``."""
+    matching = {pattern for pattern in patterns or () if fnmatchcase(name, pattern)}
+    used |= matching
+    return bool(matching)
+
+
+def _override_for(name: str, override_list: list, used: set) -> Optional[LayerSpec]:
+    for pattern, spec in override_list:
+        if fnmatchcase(name, pattern):
+            used.add(pattern)
+            return spec
+    return None
+
+
+def convert(
+    module: nn.Module,
+    rule: Optional[str] = "sign_symmetry",
+    *,
+    scale: Optional[Scale] = None,
+    overrides=None,
+    include=None,
+    exclude=None,
+    seed: int = 0,
+    inplace: bool = True,
+) -> nn.Module:
+    """Give each selected Conv2d / Linear the rule's backward (see the module docstring)."""
+    default = _parse_spec(rule, (None, scale), "rule")
+    override_list = _parse_overrides(overrides, default)
+    include = _parse_patterns(include, "include")
+    exclude = _parse_patterns(exclude, "exclude")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not inplace:
+        module = copy.deepcopy(module)
+
+    used, unsupported, converted = set(), [], Counter()
+    for name, layer in module.named_modules():
+        reason = unsupported_reason(layer)
+        feedback_class = _feedback_class(layer)
+        if reason is None and feedback_class is None:
+            continue
+        in_include = include is None or _matches(name, include, used)
+        if _matches(name, exclude, used) or not in_include:
+            continue
+        if reason is not None:
+            unsupported.append(f"{name or '<root>'} ({reason})")
+            continue
+        rule_name, layer_scale = _override_for(name, override_list, used) or default
+        if rule_name is None or isinstance(layer, FeedbackLayer):
+            continue
+        plain_class = type(layer)
+        layer.__class__ = feedback_class
+        layer.attach_feedback(rule_name, layer_scale, derive_seed(seed, name), plain_class)
+        converted[rule_name] += 1
+
+    install_step_hook(module)
+    patterns = (*(include or ()), *(exclude or ()), *(pattern for pattern, _ in override_list))
+    unused = [pattern for pattern in dict.fromkeys(patterns) if pattern not in used]
+    if unused:
+        logger.warning("feedback convert: patterns matched no layer: %s", ", ".join(unused))
+    if unsupported:
+        logger.warning("feedback convert: left as they are: %s", "; ".join(unsupported))
+    logger.info("feedback convert: converted %s", dict(converted) or "nothing")
+    return module
+
+
+def strip(module: nn.Module, *, inplace: bool = True) -> nn.Module:
+    """Return every feedback layer to its original class, dropping all rule state."""
+    if not inplace:
+        module = copy.deepcopy(module)
+    remove_step_hooks(module)
+    for _, layer in list(feedback_layers(module)):
+        layer.detach_feedback()
+    return module
+
+
+@dataclass(frozen=True)
+class LayerFeedback:
+    """The rule on one converted layer."""
+
+    layer_type: str
+    rule: str
+    scale: Optional[Scale]
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What a model's Conv2d / Linear layers do in backward, derived from the model."""
+
+    layers: dict  # qualified name -> LayerFeedback
+    plain: list  # names of convertible layers left as plain backprop
+    unsupported: dict  # qualified name -> reason
+
+    @property
+    def counts(self) -> dict:
+        """Number of converted layers per rule."""
+        return dict(Counter(entry.rule for entry in self.layers.values()))
+
+    def __str__(self) -> str:
+        rows = [("layer", "type", "rule", "scale")]
+        for name, entry in self.layers.items():
+            scale = "-" if entry.scale is None else str(entry.scale)
+            rows.append((name or "<root>", entry.layer_type, entry.rule, scale))
+        widths = [max(len(row[column]) for row in rows) for column in range(4)]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in rows
+        ]
+        counts = ", ".join(f"{rule}: {count}" for rule, count in sorted(self.counts.items()))
+        lines.append(f"converted: {counts or 'none'}; plain: {len(self.plain)}")
+        if self.plain:
+            lines.append("plain: " + ", ".join(name or "<root>" for name in self.plain))
+        for name, reason in self.unsupported.items():
+            lines.append(f"unsupported: {name or '<root>'} ({reason})")
+        return "\n".join(lines)
+
+
+def conversion_report(module: nn.Module) -> ConversionReport:
+    """Walk ``module`` and report each Conv2d / Linear: its rule, or plain, or unsupported."""
+    layers, plain, unsupported = {}, [], {}
+    for name, layer in module.named_modules():
+        reason = unsupported_reason(layer)
+        if isinstance(layer, FeedbackLayer):
+            plain_type = layer._plain_class.__name__
+            layers[name] = LayerFeedback(plain_type, layer.rule, layer.scale)
+        elif reason is not None:
+            unsupported[name] = reason
+        elif _feedback_class(layer) is not None:
+            plain.append(name)
+    return ConversionReport(layers, plain, unsupported)

@@ -1,0 +1,298 @@
+"""FeedbackConv2d / FeedbackLinear: drop-in layers whose backward uses a rule's B for dL/dx.
+
+Forward is the plain layer's (bit for bit); in training with grad enabled it goes through the
+Functions of :mod:`.function`, otherwise (eval under no_grad, nothing needing grad) it is the
+plain op at the plain cost. FeedbackConv2d also applies ``self.norm`` then ``self.activation``
+when present, as detectron2's Conv2d does, so it replaces either class.
+
+Rule state on a layer: ``rule`` (canonical name), ``scale``, ``feedback_seed``, the tensor
+``feedback_weight`` (buffer or parameter, rules with state) and the int64 buffer
+``feedback_step`` (rules with per-step noise; advanced by :func:`advance_feedback_step`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .function import (
+    FeedbackConv2dFunction,
+    FeedbackLinearFunction,
+    apply_autocast_aware,
+)
+from .rules import FeedbackRule, check_scale, derive_seed, get_rule, scale_factor
+
+_FEEDBACK_ATTRIBUTES = (
+    "rule",
+    "scale",
+    "feedback_seed",
+    "_plain_class",
+    "_noise_cache",
+    "_step_cache",
+    "_alignment_observer",
+)
+_FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
+
+
+class FeedbackLayer:
+    """Rule state and feedback matrix shared by FeedbackConv2d and FeedbackLinear."""
+
+    _alignment_observer: Optional[Callable[[Tensor, Tensor], None]] = None
+
+    def attach_feedback(self, rule: str, scale=None, seed: int = 0, plain_class=None) -> None:
+        """Set the rule, drawing its state from ``seed``; strip() restores ``plain_class``."""
+        record = get_rule(rule)
+        self.rule = record.name
+        self.scale = (
+            None
+            if record.scale_at is None
+            else check_scale(record.default_scale if scale is None else scale)
+        )
+        self.feedback_seed = int(seed)
+        self._plain_class = plain_class
+        self._noise_cache = None
+        self._step_cache = None
+        weight = self.weight.detach()
+        if record.init_state is not None:
+            draw_scale = scale_factor(self.scale, weight) if record.scale_at == "draw" else None
+            generator = torch.Generator().manual_seed(self.feedback_seed)
+            drawn = record.init_state(
+                weight, None if draw_scale is None else float(draw_scale), generator
+            )
+            state = drawn.to(device=weight.device, dtype=weight.dtype)
+            if record.state == "parameter":
+                self.register_parameter("feedback_weight", nn.Parameter(state))
+            else:
+                self.register_buffer("feedback_weight", state)
+        if record.noise_per_step:
+            self.register_buffer(
+                "feedback_step", torch.zeros((), dtype=torch.int64, device=weight.device)
+            )
+
+    def detach_feedback(self) -> nn.Module:
+        """Drop all rule state and return to the plain class (same object, same weights)."""
+        for name in _FEEDBACK_TENSORS:
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+        plain_class = self._plain_class
+        for name in _FEEDBACK_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+        self.__class__ = plain_class
+        return self
+
+    def feedback_matrix(self) -> Tensor:
+        """The B the backward pass uses now (detached)."""
+        record = get_rule(self.rule)
+        step = self.current_step() if record.noise_per_step else None
+        with torch.no_grad():
+            return self._make_feedback(record, self.weight.detach(), step).detach()
+
+    def current_step(self) -> int:
+        """The training iteration of ``feedback_step`` (host copy; reads the device on change)."""
+        step = self.feedback_step
+        key = (step.device, step.data_ptr(), step._version)
+        if self._step_cache is None or self._step_cache[0] != key:
+            self._step_cache = (key, int(step))
+        return self._step_cache[1]
+
+    def advance_step(self) -> None:
+        """feedback_step += 1 without a device read."""
+        new_step = self.current_step() + 1
+        with torch.no_grad():
+            self.feedback_step.add_(1)
+        step = self.feedback_step
+        self._step_cache = ((step.device, step.data_ptr(), step._version), new_step)
+
+    def _noise(self, step: int, device: torch.device) -> Tensor:
+        """This step's N(0, 1) of W's shape, seeded by (feedback_seed, step), cached per step."""
+        cache = self._noise_cache
+        if cache is None or cache[0] != step or cache[1].device != device:
+            generator = torch.Generator(device=device).manual_seed(
+                derive_seed(self.feedback_seed, step)
+            )
+            noise = torch.randn(
+                self.weight.shape, generator=generator, device=device, dtype=torch.float32
+            )
+            self._noise_cache = cache = (step, noise)
+        return cache[1]
+
+    def _make_feedback(self, record: FeedbackRule, weight: Tensor, step: Optional[int]) -> Tensor:
+        state = getattr(self, "feedback_weight", None)
+        scale = scale_factor(self.scale, weight) if record.scale_at == "backward" else None
+        noise = None if step is None else self._noise(step, weight.device)
+        feedback = record.feedback(weight, state, scale, noise)
+        return feedback.to(weight.dtype)
+
+    def _feedback_source(self) -> Union[Tensor, Callable[[Tensor], Tensor]]:
+        """B for the Function: a trainable tensor, or a callable run lazily in backward."""
+        record = get_rule(self.rule)
+        if record.state == "parameter":
+            feedback = self._make_feedback(record, self.weight.detach(), None)
+            return feedback if self.weight.requires_grad else feedback.detach()
+        step = self.current_step() if record.noise_per_step else None
+        return lambda weight: self._make_feedback(record, weight, step)
+
+    def _needs_feedback(self, x: Tensor) -> bool:
+        """True iff autograd will need this layer's backward with B."""
+        if not torch.is_grad_enabled():
+            return False
+        if x.requires_grad:
+            return True
+        state = self._parameters.get("feedback_weight")
+        return state is not None and state.requires_grad and self.weight.requires_grad
+
+    def _feedback_repr(self) -> str:
+        scale = "" if self.scale is None else f", scale={self.scale}"
+        return f", rule={self.rule}{scale}"
+
+
+class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
+    """nn.Conv2d (or detectron2 Conv2d: conv -> norm -> activation) with dL/dx = conv_t(g, B)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        rule: str = "sign_symmetry",
+        scale=None,
+        seed: int = 0,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+        )
+        self.attach_feedback(rule, scale, seed, plain_class=nn.Conv2d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._needs_feedback(x):
+            x, padding = self._explicitly_padded(x)
+            x = apply_autocast_aware(
+                FeedbackConv2dFunction,
+                x,
+                self.weight,
+                self.bias,
+                self._feedback_source(),
+                self._alignment_observer,
+                self.stride,
+                padding,
+                self.dilation,
+                self.groups,
+            )
+        else:
+            x = self._conv_forward(x, self.weight, self.bias)
+        norm = getattr(self, "norm", None)
+        if norm is not None:
+            x = norm(x)
+        activation = getattr(self, "activation", None)
+        if activation is not None:
+            x = activation(x)
+        return x
+
+    def _explicitly_padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(x, symmetric int padding) equivalent to this layer's padding / padding_mode."""
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return x, (0, 0)
+        if not isinstance(self.padding, str):
+            return x, self.padding
+        left_w, right_w, left_h, right_h = self._reversed_padding_repeated_twice
+        if (left_w, left_h) != (right_w, right_h):  # "same" with an even kernel: extra at the end
+            x = F.pad(x, (0, right_w - left_w, 0, right_h - left_h))
+        return x, (left_h, left_w)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._feedback_repr()
+
+
+class FeedbackLinear(FeedbackLayer, nn.Linear):
+    """nn.Linear with dL/dx = g @ B (any number of leading dims)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        rule: str = "sign_symmetry",
+        scale=None,
+        seed: int = 0,
+    ):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.attach_feedback(rule, scale, seed, plain_class=nn.Linear)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._needs_feedback(x):
+            return F.linear(x, self.weight, self.bias)
+        return apply_autocast_aware(
+            FeedbackLinearFunction,
+            x,
+            self.weight,
+            self.bias,
+            self._feedback_source(),
+            self._alignment_observer,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._feedback_repr()
+
+
+def feedback_layers(module: nn.Module) -> Iterator[tuple[str, FeedbackLayer]]:
+    """(qualified name, layer) for every feedback layer in the tree."""
+    for name, layer in module.named_modules():
+        if isinstance(layer, FeedbackLayer):
+            yield name, layer
+
+
+def advance_feedback_step(module: nn.Module) -> None:
+    """Start a new training iteration for every per-step rule (brsf) in the tree."""
+    for _, layer in feedback_layers(module):
+        if "feedback_step" in layer._buffers:
+            layer.advance_step()
+
+
+def _advance_when_training(module: nn.Module, args) -> None:
+    if module.training:
+        advance_feedback_step(module)
+
+
+def remove_step_hooks(module: nn.Module) -> None:
+    """Remove the step hooks of :func:`install_step_hook` from every module in the tree."""
+    for child in module.modules():
+        hooks = child._forward_pre_hooks
+        for key in [key for key, hook in hooks.items() if hook is _advance_when_training]:
+            del hooks[key]
+
+
+def install_step_hook(module: nn.Module) -> None:
+    """One root forward in training = one iteration: advance per-step rules before it.
+
+    Replaces such hooks further down the tree (a root forward already advances them). Added
+    only if the tree has a per-step rule.
+    """
+    remove_step_hooks(module)
+    if any("feedback_step" in layer._buffers for _, layer in feedback_layers(module)):
+        module.register_forward_pre_hook(_advance_when_training)

@@ -1,0 +1,239 @@
+"""The learning-rule registry: how each rule makes the feedback matrix B.
+
+A rule acts in one place only: dL/dx = conv_transpose(g, B) (Linear: g @ B), where backprop
+uses B = W. A rule is data (a :class:`FeedbackRule` record), not a class, so users can add
+rules with :func:`register_rule` without touching the library.
+
+Scales ``s`` (:data:`SCALES`, or a positive float):
+
+* ``"xiao"``: conv ``sqrt(2 / (kh * kw * C_out))`` (He fan-out std), Linear ``1 / sqrt(in)``;
+* ``"unit"``: ``1`` (Liao et al.'s bare sign);
+* ``"weight_mean"``: ``mean|W|``; ``"weight_std"``: population ``std(W)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+SCALES = ("xiao", "unit", "weight_mean", "weight_std")
+Scale = Union[str, float]
+
+STATE_KINDS = ("buffer", "parameter")
+SCALE_TIMES = ("draw", "backward")
+RESERVED_NAMES = ("none",)
+
+
+@dataclass(frozen=True)
+class FeedbackRule:
+    """One learning rule, as data.
+
+    ``feedback(weight, state, scale, noise) -> B`` makes B (same shape as ``weight``) where
+    ``state`` is the layer's ``feedback_weight`` (or None), ``scale`` the evaluated factor s
+    (or None) and ``noise`` this iteration's N(0, 1) draw of W's shape (or None).
+
+    Attributes:
+        feedback: the function above; it must not modify its arguments.
+        state: None, ``"buffer"`` (fixed tensor, saved with the model) or ``"parameter"``
+            (trained: it receives exactly dL/dW, as in Kolen-Pollack).
+        init_state: ``init_state(weight, scale, generator) -> Tensor`` draws ``state`` once at
+            conversion from a seeded CPU generator; required iff ``state`` is set.
+        noise_per_step: draw ``noise`` anew once per training iteration (see
+            ``advance_feedback_step``); identical in every process for the same seed.
+        scale_at: ``"draw"``: s is evaluated from W when ``state`` is drawn and passed to
+            ``init_state``; ``"backward"``: s is evaluated from the current W whenever B is
+            made and passed to ``feedback``; None: the rule has no scale (it is ignored).
+        default_scale: the scale used when the caller gives none.
+        description: one line for reports and docs.
+        name: canonical name, filled in by :func:`register_rule`.
+    """
+
+    feedback: Callable[..., Tensor]
+    state: Optional[str] = None
+    init_state: Optional[Callable[[Tensor, Optional[float], torch.Generator], Tensor]] = None
+    noise_per_step: bool = False
+    scale_at: Optional[str] = None
+    default_scale: Scale = "xiao"
+    description: str = ""
+    name: str = ""
+
+    def __post_init__(self):
+        if not callable(self.feedback):
+            raise ValueError(f"FeedbackRule.feedback must be callable, got {self.feedback!r}")
+        if self.state not in (None, *STATE_KINDS):
+            raise ValueError(f"FeedbackRule.state {self.state!r} is not one of None, {STATE_KINDS}")
+        if (self.state is None) != (self.init_state is None):
+            raise ValueError("FeedbackRule needs init_state exactly when it has a state")
+        if self.scale_at not in (None, *SCALE_TIMES):
+            raise ValueError(
+                f"FeedbackRule.scale_at {self.scale_at!r} is not one of None, {SCALE_TIMES}"
+            )
+        if self.scale_at == "draw" and self.init_state is None:
+            raise ValueError("FeedbackRule with scale_at='draw' needs init_state")
+        check_scale(self.default_scale)
+
+
+_RULES: dict[str, FeedbackRule] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def available_rules() -> list[str]:
+    """Sorted canonical names of all registered rules."""
+    return sorted(_RULES)
+
+
+def get_rule(name: str) -> FeedbackRule:
+    """The rule registered under ``name`` or one of its aliases (case-insensitive)."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    key = _ALIASES.get(key, key)
+    if key not in _RULES:
+        aliases = ", ".join(f"{alias}->{target}" for alias, target in sorted(_ALIASES.items()))
+        raise ValueError(
+            f"unknown feedback rule {name!r}; valid rules: {', '.join(available_rules())}"
+            f" (aliases: {aliases})"
+        )
+    return _RULES[key]
+
+
+def register_rule(name: str, rule: FeedbackRule, *, aliases=()) -> None:
+    """Register ``rule`` under the lower-case identifier ``name`` (plus ``aliases``)."""
+    if not isinstance(rule, FeedbackRule):
+        raise ValueError(f"register_rule needs a FeedbackRule, got {type(rule).__name__}")
+    names = [name, *aliases]
+    for new in names:
+        if not (isinstance(new, str) and new.isidentifier() and new == new.lower()):
+            raise ValueError(f"rule name {new!r} must be a lower-case identifier")
+        if new in _RULES or new in _ALIASES or new in RESERVED_NAMES:
+            raise ValueError(f"rule name {new!r} is already taken (or reserved)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"rule names repeat: {names}")
+    _RULES[name] = dataclasses.replace(rule, name=name)
+    _ALIASES.update({alias: name for alias in aliases})
+
+
+def check_scale(scale) -> Scale:
+    """Return ``scale`` if it is one of :data:`SCALES` or a positive finite number."""
+    if isinstance(scale, str) and scale in SCALES:
+        return scale
+    is_number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if is_number and math.isfinite(scale) and scale > 0:
+        return float(scale)
+    raise ValueError(f"invalid feedback scale {scale!r}; valid: {', '.join(SCALES)} or a float > 0")
+
+
+def scale_factor(scale: Scale, weight: Tensor) -> Union[float, Tensor]:
+    """The factor s for ``weight`` (conv: (C_out, C_in/groups, kh, kw); Linear: (out, in))."""
+    if scale == "xiao":
+        if weight.dim() == 2:
+            return weight.shape[1] ** -0.5
+        return math.sqrt(2.0 / (weight.shape[0] * math.prod(weight.shape[2:])))
+    if scale == "unit":
+        return 1.0
+    if scale == "weight_mean":
+        return weight.detach().abs().mean()
+    if scale == "weight_std":
+        return weight.detach().std(correction=0)
+    return float(scale)
+
+
+def derive_seed(*parts) -> int:
+    """A stable 63-bit seed from ``parts`` (same in every process, unlike ``hash()``)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _gaussian(weight: Tensor, scale: float, generator: torch.Generator) -> Tensor:
+    """M = N(0, 1) * s, of W's shape."""
+    return torch.randn(weight.shape, generator=generator, dtype=torch.float32).mul_(scale)
+
+
+def _abs_gaussian(weight: Tensor, scale: float, generator: torch.Generator) -> Tensor:
+    """|M| with M = N(0, 1) * s, of W's shape."""
+    return _gaussian(weight, scale, generator).abs_()
+
+
+def _weight(weight, state, scale, noise):
+    return weight
+
+
+def _state(weight, state, scale, noise):
+    return state
+
+
+def _scaled_sign(weight, state, scale, noise):
+    return torch.sign(weight).mul_(scale)
+
+
+def _state_with_sign(weight, state, scale, noise):
+    return torch.sign(weight).mul_(state)
+
+
+def _noise_magnitude_with_scaled_sign(weight, state, scale, noise):
+    return torch.sign(weight).mul_(scale).mul_(noise.abs())
+
+
+def _register_builtin_rules() -> None:
+    register_rule(
+        "bp",
+        FeedbackRule(_weight, description="backprop control: B = W"),
+        aliases=("backprop",),
+    )
+    register_rule(
+        "fa",
+        FeedbackRule(
+            _state,
+            state="buffer",
+            init_state=_gaussian,
+            scale_at="draw",
+            description="feedback alignment: B = N(0,1)*s drawn once, fixed",
+        ),
+        aliases=("feedback_alignment",),
+    )
+    register_rule(
+        "sign_symmetry",
+        FeedbackRule(
+            _scaled_sign,
+            scale_at="backward",
+            description="sign symmetry: B = sign(W) * s(W), from the current W",
+        ),
+        aliases=("usf",),
+    )
+    register_rule(
+        "frsf",
+        FeedbackRule(
+            _state_with_sign,
+            state="buffer",
+            init_state=_abs_gaussian,
+            scale_at="draw",
+            description="fixed random magnitude: B = |M| * sign(W), M = N(0,1)*s drawn once",
+        ),
+    )
+    register_rule(
+        "brsf",
+        FeedbackRule(
+            _noise_magnitude_with_scaled_sign,
+            noise_per_step=True,
+            scale_at="backward",
+            description="batchwise random magnitude: B = |M| * s(W) * sign(W), M new each step",
+        ),
+    )
+    register_rule(
+        "kolen_pollack",
+        FeedbackRule(
+            _state,
+            state="parameter",
+            init_state=_gaussian,
+            scale_at="draw",
+            description="Kolen-Pollack: B = N(0,1)*s at start, then updated with dL/dW",
+        ),
+        aliases=("kp",),
+    )
+
+
+_register_builtin_rules()
