@@ -1,0 +1,108 @@
+"""``cfg.MODEL.FEEDBACK``: which learning rule trains which part of a detectron2 model.
+
+Call :func:`add_feedback_config` on a fresh ``get_cfg()`` BEFORE ``merge_from_file``
+(detectron2 rejects unknown keys), then :func:`validate_feedback_config` once the config
+is final: it fails with the key, the bad value and the valid choices, before any model
+is built or any data is read.
+"""
+
+from detectron2.config import CfgNode as CN
+
+from .feedback import SCALES, available_rules
+
+#: Parts of a detector, in the order a layer is matched against them (see modeling/parts.py).
+PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
+
+#: Rule value meaning "leave these layers as plain nn.Conv2d / nn.Linear".
+PLAIN = "none"
+
+
+def add_feedback_config(cfg):
+    """Add the ``MODEL.FEEDBACK`` node (and nothing else) to ``cfg``, in place."""
+    fb = cfg.MODEL.FEEDBACK = CN()
+    # Default rule and feedback scale for every converted layer.
+    fb.RULE = "sign_symmetry"
+    fb.SCALE = "xiao"
+    # Per part overrides; "" inherits RULE / SCALE, RULE "none" keeps the part plain.
+    #   BACKBONE: the bottom-up network (ResNet body, incl. stem and shortcut convs)
+    #   FPN: lateral/output convs and the P6/P7 top block
+    #   HEAD: RetinaNet cls/bbox subnets, RPN conv, ROI box/mask head convs and fcs
+    #   PREDICTOR: the last layers (cls_score, bbox_pred, objectness_logits,
+    #              anchor_deltas, mask predictor): Xiao et al.'s "last layer"
+    for part in PARTS:
+        fb[part] = CN({"RULE": "", "SCALE": ""})
+    # Extra per-layer rules, matched first: a list of [glob pattern, rule, scale], e.g.
+    # [["head.cls_subnet.0", "bp", ""]]. Patterns match qualified module names.
+    fb.OVERRIDES = []
+    # Convert only layers matching INCLUDE (empty = all) and not matching EXCLUDE.
+    fb.INCLUDE = []
+    fb.EXCLUDE = []
+    # Base seed of the fixed/random feedback tensors (identical on every process).
+    fb.SEED = 0
+    # What FeedbackDetector and build_feedback_backbone wrap.
+    fb.META_ARCHITECTURE = "GeneralizedRCNN"
+    fb.BACKBONE_NAME = "build_resnet_fpn_backbone"
+    # Log the angle between B and W every N iterations (0: never).
+    fb.ALIGNMENT_PERIOD = 20
+    # Also log the angle between the rule's and backprop's input gradients every N
+    # iterations (0: never); costs one extra transposed conv per layer on those steps.
+    fb.GRADIENT_ALIGNMENT_PERIOD = 100
+
+
+def _is_scale(value):
+    if value in SCALES:
+        return True
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
+def validate_feedback_config(cfg):
+    """Raise ValueError naming the key, the bad value and the valid values."""
+    fb = cfg.MODEL.FEEDBACK
+    valid_rules = available_rules() + [PLAIN]
+    scales = "one of {} or a positive number (as a string)".format(list(SCALES))
+
+    def check_rule(key, value, allow_inherit):
+        if (allow_inherit and value == "") or value == PLAIN or _resolves(value):
+            return
+        extra = ' or "" (inherit MODEL.FEEDBACK.RULE)' if allow_inherit else ""
+        raise ValueError(
+            f"cfg.{key} = {value!r} is not a learning rule; valid: {valid_rules}{extra}"
+        )
+
+    def check_scale(key, value, allow_inherit):
+        if (allow_inherit and value == "") or _is_scale(value):
+            return
+        raise ValueError(f"cfg.{key} = {value!r} is not a feedback scale; valid: {scales}")
+
+    check_rule("MODEL.FEEDBACK.RULE", fb.RULE, allow_inherit=False)
+    check_scale("MODEL.FEEDBACK.SCALE", fb.SCALE, allow_inherit=False)
+    for part in PARTS:
+        check_rule(f"MODEL.FEEDBACK.{part}.RULE", fb[part].RULE, allow_inherit=True)
+        check_scale(f"MODEL.FEEDBACK.{part}.SCALE", fb[part].SCALE, allow_inherit=True)
+    for i, entry in enumerate(fb.OVERRIDES):
+        key = f"MODEL.FEEDBACK.OVERRIDES[{i}]"
+        if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+            raise ValueError(
+                f"cfg.{key} = {entry!r}; expected [pattern, rule] or [pattern, rule, scale]"
+            )
+        check_rule(key, entry[1], allow_inherit=False)
+        if len(entry) == 3:
+            check_scale(key, entry[2], allow_inherit=True)
+    for key in ("ALIGNMENT_PERIOD", "GRADIENT_ALIGNMENT_PERIOD"):
+        if fb[key] < 0:
+            raise ValueError(f"cfg.MODEL.FEEDBACK.{key} = {fb[key]!r}; expected an int >= 0")
+    return cfg
+
+
+def _resolves(name):
+    """True if ``name`` is an alias of a registered rule (e.g. "usf")."""
+    from .feedback import get_rule
+
+    try:
+        get_rule(name)
+    except ValueError:
+        return False
+    return True

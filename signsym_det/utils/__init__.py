@@ -1,0 +1,1 @@
+"""Reporting helpers shared by the demo and the study tools."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Train or evaluate a rule-swapped detectron2 detector; detectron2's usual CLI.
+
+    python tools/train_net.py --config-file configs/Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file CFG --num-gpus 8 [--num-machines N --machine-rank R
+                              --dist-url tcp://HOST:PORT] [--resume] [KEY VALUE ...]
+"""
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, default_setup, launch
+
+from signsym_det.engine import FeedbackTrainer, setup_cfg
+
+
+def main(args):
+    cfg = setup_cfg(args.config_file, args.opts)
+    default_setup(cfg, args)
+    if args.eval_only:
+        model = FeedbackTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return FeedbackTrainer.test(cfg, model)
+    trainer = FeedbackTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
