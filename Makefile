@@ -15,6 +15,12 @@ DETECTRON2_SPEC ?=
 PIP_QUIET ?= -q
 PYTEST_ARGS ?=
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# Drops one line of noise from pip: some machines' pip config lists local indexes that
+# lack most projects, and pip warns about each. Everything else (errors too) is shown.
+PIP_NOISE_FILTER ?= 2>&1 | sed -u '/is ignored: it is neither a file nor a directory/d'
+
 VENV_PY := $(VENV)/bin/python
 PIP := $(VENV_PY) -m pip
 RUFF := $(VENV)/bin/ruff
@@ -34,10 +40,10 @@ $(SPEC_STAMP): FORCE | $(VENV_PY)
 	@printf '%s\n' '$(DETECTRON2_SPEC)' | cmp -s - $@ || printf '%s\n' '$(DETECTRON2_SPEC)' > $@
 
 $(STAMP): pyproject.toml tools/install_detectron2.py Makefile $(SPEC_STAMP) | $(VENV_PY)
-	$(PIP) install $(PIP_QUIET) --upgrade pip 'setuptools>=64' wheel
-	$(PIP) install $(PIP_QUIET) $(TORCH_PACKAGES)
-	DETECTRON2_SPEC='$(DETECTRON2_SPEC)' $(VENV_PY) tools/install_detectron2.py
-	$(PIP) install $(PIP_QUIET) --no-build-isolation -e '.[test]'
+	$(PIP) install $(PIP_QUIET) --upgrade pip 'setuptools>=64' wheel $(PIP_NOISE_FILTER)
+	$(PIP) install $(PIP_QUIET) $(TORCH_PACKAGES) $(PIP_NOISE_FILTER)
+	DETECTRON2_SPEC='$(DETECTRON2_SPEC)' $(VENV_PY) tools/install_detectron2.py $(PIP_NOISE_FILTER)
+	$(PIP) install $(PIP_QUIET) --no-build-isolation -e '.[test]' $(PIP_NOISE_FILTER)
 	$(VENV_PY) tools/install_detectron2.py --check
 	@touch $@
 	@echo "setup done: $(VENV) is ready"
