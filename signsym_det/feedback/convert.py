@@ -14,6 +14,9 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
   ``{"rule": name, "scale": scale}`` (either key may be left out: the call's value applies);
 * ``scale=None`` means each rule's default (``"xiao"``); rules without a scale (bp) ignore it.
 
+``prefix`` is prepended to every name (patterns and seeds), for converting a part of a larger
+model under the names it has there (e.g. ``prefix="backbone."``).
+
 Each layer draws its random state from ``derive_seed(seed, name)``, identical in every
 process. Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs,
 parametrized or uninitialised lazy layers, Conv2d/Linear subclasses with their own forward
@@ -153,6 +156,7 @@ def convert(
     exclude=None,
     seed: int = 0,
     inplace: bool = True,
+    prefix: str = "",
 ) -> nn.Module:
     """Give each selected Conv2d / Linear the rule's backward (see the module docstring)."""
     default = _parse_spec(rule, (None, scale), "rule")
@@ -161,11 +165,13 @@ def convert(
     exclude = _parse_patterns(exclude, "exclude")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
+    if not isinstance(prefix, str):
+        raise ValueError(f"prefix must be a string, got {prefix!r}")
     if not inplace:
         module = copy.deepcopy(module)
 
     used, unsupported, converted = set(), [], Counter()
-    for name, layer in module.named_modules():
+    for name, layer in module.named_modules(prefix=prefix.rstrip(".")):
         reason = unsupported_reason(layer)
         feedback_class = _feedback_class(layer)
         if reason is None and feedback_class is None:

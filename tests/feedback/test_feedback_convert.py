@@ -274,3 +274,12 @@ def test_strip_restores_classes_keys_and_outputs(rule):
     x = torch.randn(2, 3, 8, 8)
     for out, expected in zip(model(x), reference(x)):
         assert torch.equal(out, expected)
+
+
+def test_prefix_names_a_part_as_in_the_whole_model():
+    whole = convert(TinyDetector(), "fa", seed=3, exclude="backbone.*")
+    part = TinyDetector()
+    convert(part.head, "fa", seed=3, prefix="head.", include=["head.conv", "head.bbox"])
+    assert _rules_of(part.head) == {"conv": "fa", "bbox": "fa"}
+    assert torch.equal(part.head["conv"].feedback_weight, whole.head["conv"].feedback_weight)
+    assert torch.equal(part.head["bbox"].feedback_weight, whole.head["bbox"].feedback_weight)
