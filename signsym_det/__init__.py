@@ -21,5 +21,5 @@ try:  # detectron2 glue is optional: the rules work without it
 except ImportError:  # pragma: no cover - exercised only without detectron2
     pass
 else:
-    from .config import add_feedback_config  # noqa: F401
     from . import modeling  # noqa: F401  (registers the builders)
+    from .config import add_feedback_config  # noqa: F401

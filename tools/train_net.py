@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Train or evaluate a rule-swapped detectron2 detector; detectron2's usual CLI.
 
-    python tools/train_net.py --config-file configs/Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml
-    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
-    python tools/train_net.py --config-file CFG --num-gpus 8 [--num-machines N --machine-rank R
-                              --dist-url tcp://HOST:PORT] [--resume] [KEY VALUE ...]
+python tools/train_net.py --config-file configs/Shapes-Demo/retinanet_R_18_FPN_bp.yaml
+python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
+python tools/train_net.py --config-file CFG --num-gpus 8 [--num-machines N --machine-rank R
+                          --dist-url tcp://HOST:PORT] [--resume] [KEY VALUE ...]
 """
 
 from detectron2.checkpoint import DetectionCheckpointer

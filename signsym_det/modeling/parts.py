@@ -31,8 +31,12 @@ def _spec(rule, scale):
     return {"rule": rule, "scale": scale}
 
 
-def feedback_overrides(cfg):
-    """Ordered ``(pattern, spec)`` pairs: user overrides first, then the four parts."""
+def feedback_overrides(cfg, names=None):
+    """Ordered ``(pattern, spec)`` pairs: user overrides first, then the four parts.
+
+    Part patterns that match none of ``names`` (if given) are left out; user patterns are
+    always kept, so that convert() warns about those that match nothing.
+    """
     fb = cfg.MODEL.FEEDBACK
     pairs = []
     for entry in fb.OVERRIDES:
@@ -43,7 +47,11 @@ def feedback_overrides(cfg):
     for part in PARTS:
         rule = fb[part].RULE or fb.RULE
         scale = fb[part].SCALE or fb.SCALE
-        pairs.extend((pattern, _spec(rule, scale)) for pattern in patterns[part])
+        pairs.extend(
+            (pattern, _spec(rule, scale))
+            for pattern in patterns[part]
+            if names is None or any(fnmatchcase(n, pattern) for n in names)
+        )
     return pairs
 
 
@@ -55,11 +63,12 @@ def convert_from_config(module, cfg, prefix=""):
     """
     validate_feedback_config(cfg)
     fb = cfg.MODEL.FEEDBACK
+    names = [name for name, _ in module.named_modules(prefix=prefix.rstrip("."))]
     return convert(
         module,
         fb.RULE,
         scale=fb.SCALE,
-        overrides=feedback_overrides(cfg),
+        overrides=feedback_overrides(cfg, names),
         include=list(fb.INCLUDE) or None,
         exclude=list(fb.EXCLUDE) or None,
         seed=fb.SEED,

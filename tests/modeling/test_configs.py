@@ -39,8 +39,11 @@ def test_config_builds_a_converted_model(path):
     assert layers, f"{path}: no layer was converted"
     assert {m.rule for m in layers} >= {cfg.MODEL.FEEDBACK.RULE}
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":  # backbone builder only: heads plain
-        assert all(name.startswith("backbone.") for name, m in model.named_modules()
-                   if isinstance(m, FeedbackLayer))
+        assert all(
+            name.startswith("backbone.")
+            for name, m in model.named_modules()
+            if isinstance(m, FeedbackLayer)
+        )
 
 
 def stock_r50_retinanet_cfg():

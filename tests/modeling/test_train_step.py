@@ -11,9 +11,18 @@ from signsym_det.feedback import FeedbackLayer
 from .test_configs import load_cfg
 
 SMALL = [
-    "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-    "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", 0,
-    "MODEL.WEIGHTS", "",
+    "MODEL.RESNETS.DEPTH",
+    18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    64,
+    "MODEL.FPN.OUT_CHANNELS",
+    32,
+    "MODEL.RESNETS.NORM",
+    "BN",
+    "MODEL.BACKBONE.FREEZE_AT",
+    0,
+    "MODEL.WEIGHTS",
+    "",
 ]
 
 
@@ -54,7 +63,9 @@ def train_step_and_infer(cfg):
 def test_retinanet_train_step(rule):
     cfg = load_cfg(
         f"configs/COCO-Detection/retinanet_R_18_FPN_1x_{rule}.yaml",
-        *SMALL, "MODEL.RETINANET.NUM_CLASSES", 3,
+        *SMALL,
+        "MODEL.RETINANET.NUM_CLASSES",
+        3,
     )
     model = train_step_and_infer(cfg)
     rules = {m.rule for m in model.modules() if isinstance(m, FeedbackLayer)}
@@ -65,7 +76,11 @@ def test_retinanet_train_step(rule):
 def test_faster_rcnn_with_feedback_backbone_train_step():
     cfg = load_cfg(
         "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x_sign_symmetry_backbone.yaml",
-        *SMALL, "MODEL.ROI_HEADS.NUM_CLASSES", 3, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+        *SMALL,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        3,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        32,
     )
     model = train_step_and_infer(cfg)
     assert isinstance(model.backbone.bottom_up.stem.conv1, FeedbackLayer)
@@ -77,7 +92,11 @@ def test_faster_rcnn_with_feedback_backbone_train_step():
 def test_faster_rcnn_feedback_detector_bp_predictor():
     cfg = load_cfg(
         "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x_sign_symmetry.yaml",
-        *SMALL, "MODEL.ROI_HEADS.NUM_CLASSES", 3, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+        *SMALL,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        3,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        32,
     )
     model = train_step_and_infer(cfg)
     assert model.roi_heads.box_predictor.cls_score.rule == "bp"
