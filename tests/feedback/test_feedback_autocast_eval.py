@@ -8,6 +8,7 @@ from feedback_reference import input_grad_with_weight, reference_feedback
 from torch import nn
 
 from signsym_det.feedback import convert
+from signsym_det.feedback.function import FeedbackConv2dFunction, FeedbackLinearFunction
 
 
 def _net():
@@ -91,3 +92,22 @@ def test_eval_mode_with_grad_still_uses_feedback():
     out.backward(g)
     expected = input_grad_with_weight(plain, reference_feedback(layer), x, g)
     torch.testing.assert_close(x.grad, expected)
+
+
+def test_no_grad_never_calls_the_functions(monkeypatch):
+    calls = []
+    for function in (FeedbackConv2dFunction, FeedbackLinearFunction):
+        forward = function.forward
+
+        def counting(ctx, *args, _forward=forward):
+            calls.append(ctx)
+            return _forward(ctx, *args)
+
+        monkeypatch.setattr(function, "forward", staticmethod(counting))
+    net = convert(_net(), "sign_symmetry")
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        net(x)
+    assert calls == []
+    net(x)
+    assert len(calls) == 3

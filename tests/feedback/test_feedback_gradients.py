@@ -185,3 +185,16 @@ def test_frozen_weight_still_uses_feedback_for_input_grad():
     expected = input_grad_with_weight(plain, reference_feedback(layer), x, g)
     torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)
     assert layer.weight.grad is None
+
+
+def test_trainable_feedback_receives_weight_grad_even_if_weight_is_frozen():
+    torch.manual_seed(7)
+    x = torch.randn(2, 3, 5, 5)
+    weight = torch.randn(4, 3, 3, 3)
+    feedback = torch.randn(4, 3, 3, 3, requires_grad=True)
+    out = FeedbackConv2dFunction.apply(x, weight, None, feedback, None, (1, 1), (1, 1), (1, 1), 1)
+    g = torch.randn_like(out)
+    out.backward(g)
+    plain_weight = weight.clone().requires_grad_(True)
+    F.conv2d(x, plain_weight, padding=1).backward(g)
+    torch.testing.assert_close(feedback.grad, plain_weight.grad)
