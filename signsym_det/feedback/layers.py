@@ -129,10 +129,10 @@ class FeedbackLayer:
     def _feedback_source(self) -> Union[Tensor, Callable[[Tensor], Tensor]]:
         """B for the Function: a trainable tensor, or a callable run lazily in backward."""
         record = get_rule(self.rule)
-        if record.state == "parameter":
-            feedback = self._make_feedback(record, self.weight.detach(), None)
-            return feedback if self.weight.requires_grad else feedback.detach()
         step = self.current_step() if record.noise_per_step else None
+        if record.state == "parameter":
+            feedback = self._make_feedback(record, self.weight.detach(), step)
+            return feedback if self.weight.requires_grad else feedback.detach()
         return lambda weight: self._make_feedback(record, weight, step)
 
     def _needs_feedback(self, x: Tensor) -> bool:
