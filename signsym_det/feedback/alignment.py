@@ -42,7 +42,10 @@ def weight_alignment(module: nn.Module) -> dict[str, float]:
 
 
 class gradient_alignment:
-    """Context manager: angles between each layer's rule and backprop input gradients."""
+    """Context manager: angles between each layer's rule and backprop input gradients.
+
+    ``__enter__`` returns the dict ``self.angles``, filled during later backward passes.
+    """
 
     def __init__(self, module: nn.Module, enabled: bool = True):
         self.module = module
