@@ -43,11 +43,13 @@ def resolve_params(
     min_size: int | None = None,
     max_size: int | None = None,
     max_occlusion: float = 0.4,
+    clutter: float = 1.0,
 ) -> dict:
     """Validate generator arguments and fill defaults; sizes scale with ``image_size``.
 
     Object sizes (the longest side of an object's box before occlusion) default to
-    10-60 px on a 128 px image.
+    10-60 px on a 128 px image. ``clutter`` scales the background's colour contrast and
+    texture and the number of distractors (0: flat background, no distractors).
     """
     if min_size is None:
         min_size = max(6, round(image_size * 10 / 128))
@@ -63,6 +65,7 @@ def resolve_params(
         min_size=int(min_size),
         max_size=int(max_size),
         max_occlusion=float(max_occlusion),
+        clutter=float(clutter),
     )
     if p["num_train"] < 0 or p["num_val"] < 0:
         raise ValueError("num_train and num_val must be >= 0")
@@ -74,6 +77,8 @@ def resolve_params(
         raise ValueError("need 6 <= min_size <= max_size <= image_size - 4")
     if not 0.0 <= p["max_occlusion"] < 1.0:
         raise ValueError("max_occlusion must be in [0, 1)")
+    if not 0.0 <= p["clutter"] <= 2.0:
+        raise ValueError("clutter must be in [0, 2]")
     return p
 
 
@@ -142,17 +147,19 @@ def _shape_mask(cls: str, size: int, n: int, rng: np.random.Generator) -> np.nda
     return np.asarray(img) > 0
 
 
-def _background(n: int, rng: np.random.Generator) -> Image.Image:
+def _background(n: int, rng: np.random.Generator, clutter: float) -> Image.Image:
     """Smooth colour gradient + fine texture + distractor strokes, arcs and blobs."""
     k = int(rng.integers(2, 5))
-    grid = rng.uniform(0, 255, (k, k, 3)).astype(np.uint8)
-    base = np.asarray(Image.fromarray(grid).resize((n, n), Image.BICUBIC), np.float32)
+    mean = rng.uniform(0, 255, 3)
+    grid = mean + min(1.0, clutter) * (rng.uniform(0, 255, (k, k, 3)) - mean)
+    grid = Image.fromarray(grid.round().astype(np.uint8))
+    base = np.asarray(grid.resize((n, n), Image.BICUBIC), np.float32)
     m = max(2, n // 8)
-    tex = (128 + rng.normal(0, 20, (m, m, 3))).clip(0, 255).astype(np.uint8)
+    tex = (128 + rng.normal(0, 20 * clutter, (m, m, 3))).clip(0, 255).astype(np.uint8)
     tex = np.asarray(Image.fromarray(tex).resize((n, n), Image.BILINEAR), np.float32) - 128
     img = Image.fromarray((base + tex).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(round(int(rng.integers(2, 7)) * clutter)):
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         kind = rng.integers(3)
         if kind == 0:  # polyline stroke
@@ -197,7 +204,7 @@ def render_sample(rng: np.random.Generator, params: dict) -> dict:
     "mask" (visible part, bool HxW)}]}``.
     """
     n = params["image_size"]
-    bg = np.asarray(_background(n, rng), np.float32)
+    bg = np.asarray(_background(n, rng, params["clutter"]), np.float32)
     img = bg.copy()
     target = int(rng.integers(params["min_objects"], params["max_objects"] + 1))
     objs: list[dict] = []  # paint order; "vis" = currently visible part of "full"
@@ -339,6 +346,7 @@ def generate_detection_dataset(
     min_size: int | None = None,
     max_size: int | None = None,
     max_occlusion: float = 0.4,
+    clutter: float = 1.0,
 ) -> dict:
     """Write a COCO-format shapes detection dataset to ``out_dir`` and return its summary.
 
@@ -360,11 +368,13 @@ def generate_detection_dataset(
         min_size=min_size,
         max_size=max_size,
         max_occlusion=max_occlusion,
+        clutter=clutter,
     )
     out = Path(out_dir).absolute()
     check_target_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is ordinary data
     old = None
     try:
         counts = {f"{s}_objects": _write_split(tmp, s, params) for s in SPLITS}
