@@ -6,7 +6,12 @@
 
 from .shapes import SHAPE_CLASSES, generate_detection_dataset, save_preview  # noqa: F401
 
-_LAZY = ("register_shapes_dataset", "ensure_shapes_dataset")
+_LAZY = (
+    "register_shapes_dataset",
+    "ensure_shapes_dataset",
+    "register_embedded_datasets",
+    "shapes_root",
+)
 
 
 def __getattr__(name):

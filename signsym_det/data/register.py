@@ -19,7 +19,13 @@ from .shapes import (
     summary,
 )
 
-__all__ = ["SHAPE_CLASSES", "ensure_shapes_dataset", "register_shapes_dataset"]
+__all__ = [
+    "SHAPE_CLASSES",
+    "ensure_shapes_dataset",
+    "register_embedded_datasets",
+    "register_shapes_dataset",
+    "shapes_root",
+]
 
 
 def _is_complete(root: Path, manifest: dict) -> bool:
@@ -77,3 +83,38 @@ def register_shapes_dataset(root: str | os.PathLike, name_prefix: str = "shapes"
             )
         names.append(name)
     return names
+
+
+def shapes_root() -> Path:
+    """Where the embedded set lives: ``$DETECTRON2_DATASETS/shapes`` (default ``datasets/``)."""
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")) / "shapes"
+
+
+def register_embedded_datasets(cfg, root: str | os.PathLike | None = None) -> list[str]:
+    """Register the shapes set at ``root`` if ``cfg.DATASETS`` names it, generating the
+    default set first if ``root`` holds none (a set made by tools/make_dataset.py is used
+    as it is, whatever its size).
+
+    Checks that RetinaNet/ROI heads predict as many classes as the set has. Returns the
+    registered names ([] when the config uses other datasets, e.g. coco_2017_*).
+    """
+    wanted = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n.startswith("shapes_")]
+    if not wanted:
+        return []
+    key = "RETINANET" if "RetinaNet" in _meta_arch(cfg) else "ROI_HEADS"
+    num = cfg.MODEL[key].NUM_CLASSES
+    if num != len(SHAPE_CLASSES):
+        raise ValueError(
+            f"cfg.MODEL.{key}.NUM_CLASSES = {num}, but the datasets {wanted} have "
+            f"{len(SHAPE_CLASSES)} classes {list(SHAPE_CLASSES)}"
+        )
+    root = Path(root) if root is not None else shapes_root()
+    manifest = read_manifest(root)
+    if manifest is None or not _is_complete(root, manifest):
+        ensure_shapes_dataset(root)  # the default set; tools/make_dataset.py makes others
+    return register_shapes_dataset(root)
+
+
+def _meta_arch(cfg) -> str:
+    name = cfg.MODEL.META_ARCHITECTURE
+    return cfg.MODEL.FEEDBACK.META_ARCHITECTURE if name == "FeedbackDetector" else name
