@@ -187,13 +187,24 @@ def _bbox(mask: np.ndarray) -> list[int]:
     return [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0]
 
 
-def _pick_colour(rng, bg_mean, neighbours) -> np.ndarray:
-    """A random colour contrasting with the background and with touching objects."""
-    cand = rng.uniform(0, 255, (16, 3))
-    refs = np.array([bg_mean, *neighbours])
-    score = np.linalg.norm(cand[:, None, :] - refs[None], axis=2).min(1)
-    ok = np.nonzero(score >= 90)[0]
-    return cand[ok[0] if len(ok) else int(score.argmax())]
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a ``(2r+1)`` square."""
+    n, m = mask.shape
+    pad = np.pad(mask, r)
+    out = np.zeros_like(mask)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out |= pad[dy : dy + n, dx : dx + m]
+    return out
+
+
+def _pick_colour(rng: np.random.Generator, surround: np.ndarray) -> np.ndarray:
+    """A random colour that stands out from (almost) all pixels around the object's edge."""
+    cand = rng.uniform(0, 255, (24, 3))
+    dist = np.linalg.norm(cand[:, None, :] - surround[None].astype(np.float32), axis=2)
+    frac = (dist > 70).mean(1)  # share of the edge where the object is clearly visible
+    ok = np.nonzero(frac >= 0.95)[0]
+    return cand[ok[0] if len(ok) else int(frac.argmax())]
 
 
 def render_sample(rng: np.random.Generator, params: dict) -> dict:
@@ -209,7 +220,6 @@ def render_sample(rng: np.random.Generator, params: dict) -> dict:
     target = int(rng.integers(params["min_objects"], params["max_objects"] + 1))
     objs: list[dict] = []  # paint order; "vis" = currently visible part of "full"
     log_lo, log_hi = math.log(params["min_size"]), math.log(params["max_size"])
-    yy, xx = np.mgrid[0:n, 0:n]
     for _ in range(target):
         cls_idx = int(rng.integers(len(SHAPE_CLASSES)))
         for _attempt in range(20):
@@ -223,21 +233,17 @@ def render_sample(rng: np.random.Generator, params: dict) -> dict:
                 break
         else:
             continue
-        x, y, w, h = _bbox(mask)
-        near = [
-            o["colour"]
-            for o in objs
-            if o["vis"][max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2].any()
-        ]
-        colour = _pick_colour(rng, bg[mask].mean(0), near)
+        x, y, _, _ = _bbox(mask)
+        # contrast against what surrounds it now: background, distractors, earlier objects
+        colour = _pick_colour(rng, img[_dilate(mask, 2) & ~mask])
         d = rng.normal(size=2)
-        shade = 1 + rng.uniform(-0.15, 0.15) * ((xx - x) * d[0] + (yy - y) * d[1]) / (
-            size * np.linalg.norm(d) + 1e-6
-        )
-        img[mask] = (colour * shade[mask, None]).clip(0, 255)
+        d *= rng.uniform(-0.15, 0.15) / (size * np.linalg.norm(d) + 1e-6)
+        ys, xs = np.nonzero(mask)
+        shade = 1 + (xs - x) * d[0] + (ys - y) * d[1]  # a gentle linear shading
+        img[ys, xs] = (colour * shade[:, None]).clip(0, 255)
         for o in objs:
             o["vis"] &= ~mask
-        objs.append(dict(cls=cls_idx, full=mask, vis=mask.copy(), colour=colour))
+        objs.append(dict(cls=cls_idx, full=mask, vis=mask.copy()))
     img += rng.normal(0, 5, img.shape)
     out = [
         dict(
