@@ -1,0 +1,150 @@
+"""Command line of tools/pretrain_net.py: arguments, options files, main().
+
+Recipes live in options files (``configs/ImageNet/*.args``) read with ``@FILE``: one or more
+options per line, ``#`` starts a comment. Later options win, so
+``@configs/ImageNet/R-18.args --lr 0.2`` overrides the file's lr. (Not YAML: every
+``configs/**.yaml`` is a detectron2 config.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+import torch
+
+from ..feedback import available_rules
+from .model import ARCHS
+from .schedule import SCHEDULES
+
+DEFAULT_CHECKPOINT = "checkpoint.pth"
+
+
+class _Parser(argparse.ArgumentParser):
+    def convert_arg_line_to_args(self, arg_line):
+        return shlex.split(arg_line, comments=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        description="Pretrain a rule-swapped ResNet classifier on an ImageFolder dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        fromfile_prefix_chars="@",
+    )
+    p.add_argument("--data", help="ImageFolder root with train/ and val/ (ImageNet layout)")
+    p.add_argument(
+        "--make-dataset",
+        action="store_true",
+        help="generate the embedded shapes classification set at --data if absent",
+    )
+    p.add_argument("--output-dir", default="output/pretrain")
+    p.add_argument("--arch", default="resnet18", choices=ARCHS)
+    p.add_argument("--rule", default="sign_symmetry", help=f"one of {available_rules()}")
+    p.add_argument("--scale", default=None, help="feedback scale (default: the rule's)")
+    p.add_argument(
+        "--classifier-rule",
+        default="bp",
+        help="rule of the last layer fc; bp/none = plain backprop (Xiao et al.)",
+    )
+    p.add_argument("--classifier-scale", default=None)
+    p.add_argument("--seed", type=int, default=0, help="init, feedback tensors, data order")
+    p.add_argument("--epochs", type=int, default=90)
+    p.add_argument("--max-iter", type=int, default=0, help="overrides --epochs if > 0")
+    p.add_argument("--batch-size", type=int, default=256, help="total over all processes")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--classifier-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--schedule", default="step", choices=SCHEDULES)
+    p.add_argument(
+        "--lr-steps",
+        type=float,
+        nargs="*",
+        default=[30, 60],
+        help="epochs at which the step schedule multiplies lr by --gamma",
+    )
+    p.add_argument("--gamma", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument(
+        "--batch-manhattan",
+        action="store_true",
+        help="Batch Manhattan (SGD on sign(grad)) for all layers but fc",
+    )
+    p.add_argument("--classifier-batch-manhattan", action="store_true")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--min-crop-scale", type=float, default=0.08)
+    p.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help=f"resume from PATH, or (no value) from OUTPUT_DIR/{DEFAULT_CHECKPOINT}",
+    )
+    p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint")
+    p.add_argument("--log-period", type=int, default=20, help="iterations")
+    p.add_argument(
+        "--checkpoint-period", type=int, default=0, help="iterations; 0 = at the end of every epoch"
+    )
+    p.add_argument("--eval-period", type=int, default=1, help="epochs; 0 = only at the end")
+    p.add_argument(
+        "--alignment-period",
+        type=int,
+        default=100,
+        help="iterations between angle(B, W) logs; 0 = never",
+    )
+    p.add_argument(
+        "--gradient-alignment-period",
+        type=int,
+        default=0,
+        help="iterations between rule-vs-backprop input-gradient angles; 0 = never",
+    )
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.data:
+        parser.error("--data is required")
+    return args
+
+
+def _resume_path(args) -> str | None:
+    auto = os.path.join(args.output_dir, DEFAULT_CHECKPOINT)
+    if args.resume == "auto":
+        return auto if os.path.isfile(auto) else None
+    if args.resume is None and os.path.isfile(auto) and not args.eval_only:
+        raise SystemExit(
+            f"{auto} exists: pass --resume to continue that run, or choose another --output-dir"
+        )
+    return args.resume
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.make_dataset:
+        from ..data.classification import ensure_classification_dataset
+
+        summary = ensure_classification_dataset(args.data)
+        state = "generated" if summary["generated"] else "found"
+        print(f"[pretrain] {state} the shapes classification set in {summary['root']}")
+    from .trainer import Pretrainer
+
+    trainer = Pretrainer(args)
+    path = _resume_path(args)
+    if path:
+        trainer.resume(path)
+    elif args.resume == "auto":
+        trainer.log("nothing to resume: starting from scratch")
+    if args.eval_only:
+        if not path:
+            raise SystemExit("--eval-only needs --resume PATH")
+        return trainer.validate()
+    return trainer.train()

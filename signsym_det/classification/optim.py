@@ -1,0 +1,72 @@
+"""SGD with optional Batch Manhattan (Liao et al. 2016) per parameter group.
+
+Batch Manhattan: the loss gradient of the batch is replaced by its sign before SGD's
+weight decay and momentum, so a step is ``v = mu * v + sign(g) + wd * w; w -= lr * v``.
+Groups: the network body and the classifier ``fc`` (own lr and Batch Manhattan flag, as in
+Xiao et al.'s script). A trainable feedback tensor (Kolen-Pollack's B) sits in the group of
+its layer and gets the same treatment as the layer's weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .model import CLASSIFIER
+
+
+class BatchManhattanSGD(torch.optim.SGD):
+    """torch.optim.SGD; groups with ``batch_manhattan=True`` step on sign(grad)."""
+
+    def __init__(self, params, lr: float, **kwargs):
+        super().__init__(params, lr=lr, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("batch_manhattan", False)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["batch_manhattan"]:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        param.grad.sign_()
+        super().step()
+        return loss
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    nesterov: bool = False,
+    batch_manhattan: bool = False,
+    classifier_batch_manhattan: bool = False,
+    classifier_lr: float | None = None,
+) -> BatchManhattanSGD:
+    """Two groups, body and ``fc``; ``classifier_lr`` defaults to ``lr``."""
+    body, head = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if name.startswith(CLASSIFIER + ".") else body).append(param)
+    groups = [
+        {"params": body, "batch_manhattan": batch_manhattan, "name": "body"},
+        {
+            "params": head,
+            "batch_manhattan": classifier_batch_manhattan,
+            "lr": lr if classifier_lr is None else classifier_lr,
+            "name": "classifier",
+        },
+    ]
+    return BatchManhattanSGD(
+        [g for g in groups if g["params"]],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+    )

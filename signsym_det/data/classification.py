@@ -1,0 +1,155 @@
+"""Embedded shapes CLASSIFICATION set, ImageNet layout (``train/<class>/*.png``, ``val/...``).
+
+Each image is one object of the detection set's shape classes (``shapes.SHAPE_CLASSES``),
+drawn by the detection set's own renderer (``shapes.render_sample`` with exactly one
+object: same backgrounds, distractor strokes, colours and noise) on a small square image.
+Classes are balanced: image i of a split has class ``i % 6``; its sample is the first of
+the streams ``(seed, "cls", split, i, attempt)`` whose rendered object has that class.
+Those streams are disjoint from the detection set's, so the two sets share no image.
+Deterministic: the same arguments (and renderer version) give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .shapes import FORMAT_VERSION as SHAPES_FORMAT_VERSION
+from .shapes import SHAPE_CLASSES, render_sample, resolve_params
+
+FORMAT_NAME = "signsym_det.shapes_classification"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "val")
+_STREAM = 0x636C73  # "cls": keeps these streams apart from the detection set's
+_SPLIT_CODE = {"train": 1, "val": 2}
+_MAX_ATTEMPTS = 500
+
+
+def classification_params(
+    *,
+    seed: int = 0,
+    num_train: int = 2400,
+    num_val: int = 600,
+    image_size: int = 64,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    clutter: float = 1.0,
+) -> dict:
+    """Checked generator arguments; object sizes default to 1/4 .. 3/4 of the image side,
+    ``clutter`` is the detection set's (background contrast, texture, distractors)."""
+    if min_size is None:
+        min_size = max(8, image_size // 4)
+    if max_size is None:
+        max_size = max(min_size, image_size * 3 // 4)
+    render = _render_params(
+        dict(
+            seed=seed, image_size=image_size, min_size=min_size, max_size=max_size, clutter=clutter
+        )
+    )
+    if num_train < 0 or num_val < 0:
+        raise ValueError("num_train and num_val must be >= 0")
+    keys = ("seed", "image_size", "min_size", "max_size", "clutter")
+    return {k: render[k] for k in keys} | {
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "renderer_version": SHAPES_FORMAT_VERSION,
+    }
+
+
+def _render_params(params: dict) -> dict:
+    """The detection renderer's parameters for one single-object image."""
+    keys = ("seed", "image_size", "min_size", "max_size", "clutter")
+    return resolve_params(**{k: params[k] for k in keys}, min_objects=1, max_objects=1)
+
+
+def render_classification_sample(params: dict, split: str, index: int) -> tuple[np.ndarray, int]:
+    """(HxWx3 uint8 image, class index) of image ``index`` of ``split``."""
+    wanted = index % len(SHAPE_CLASSES)
+    render = _render_params(params)
+    for attempt in range(_MAX_ATTEMPTS):
+        rng = np.random.default_rng([params["seed"], _STREAM, _SPLIT_CODE[split], index, attempt])
+        sample = render_sample(rng, render)
+        (obj,) = sample["objects"]
+        if obj["category_id"] - 1 == wanted:
+            return sample["image"], wanted
+    raise RuntimeError(f"no {SHAPE_CLASSES[wanted]} in {_MAX_ATTEMPTS} draws")  # pragma: no cover
+
+
+def read_classification_manifest(root: str | os.PathLike) -> dict | None:
+    """The manifest of a generated classification set at ``root``, or None."""
+    try:
+        manifest = json.loads((Path(root) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        return None
+    return manifest
+
+
+def _write(root: Path, params: dict) -> dict:
+    counts = {}
+    for split in SPLITS:
+        for name in SHAPE_CLASSES:
+            (root / split / name).mkdir(parents=True)
+        for index in range(params[f"num_{split}"]):
+            image, label = render_classification_sample(params, split, index)
+            path = root / split / SHAPE_CLASSES[label] / f"{index:06d}.png"
+            Image.fromarray(image).save(path, compress_level=6)
+        counts[split] = params[f"num_{split}"]
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "params": params,
+        "classes": list(SHAPE_CLASSES),
+        "counts": counts,
+    }
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+    return manifest
+
+
+def generate_classification_dataset(out_dir: str | os.PathLike, **kwargs) -> dict:
+    """Write the set to ``out_dir`` (built in a temporary sibling, then renamed into place).
+
+    Keyword arguments: see :func:`classification_params`. Only an empty directory or a
+    previously generated classification set is replaced; anything else: FileExistsError.
+    Returns the manifest plus ``"root"``.
+    """
+    params = classification_params(**kwargs)
+    out = Path(out_dir).absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if read_classification_manifest(out) is None:
+            raise FileExistsError(
+                f"{out} exists and is not a generated shapes classification set: refusing to "
+                "overwrite it"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        manifest = _write(tmp, params)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**manifest, "root": str(out)}
+
+
+def ensure_classification_dataset(root: str | os.PathLike, **kwargs) -> dict:
+    """Generate the set at ``root`` unless it already holds one with the same parameters."""
+    manifest = read_classification_manifest(root)
+    if manifest is not None and manifest.get("params") == classification_params(**kwargs):
+        return {**manifest, "root": str(Path(root).absolute()), "generated": False}
+    return {**generate_classification_dataset(root, **kwargs), "generated": True}
+
+
+def classification_root() -> Path:
+    """Default location: ``$DETECTRON2_DATASETS/shapes_classification`` (``datasets/``)."""
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")) / "shapes_classification"
