@@ -7,18 +7,22 @@ python tools/train_net.py --config-file CFG --num-gpus 8 [--num-machines N --mac
                           --dist-url tcp://HOST:PORT] [--resume] [KEY VALUE ...]
 """
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
+from signsym_det.checkpoint import FeedbackCheckpointer
 from signsym_det.engine import FeedbackTrainer, setup_cfg
 
 
 def main(args):
     cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
+    # our loggers (e.g. the checkpointer's pretrained-weights checks) beside detectron2's
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="signsym_det")
     if args.eval_only:
         model = FeedbackTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        FeedbackCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return FeedbackTrainer.test(cfg, model)

@@ -5,11 +5,21 @@ import os
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
 
+from ..checkpoint.feedback_checkpointer import FeedbackCheckpointer
 from .alignment_hook import AlignmentHook
 
 
 class FeedbackTrainer(DefaultTrainer):
-    """DefaultTrainer that evaluates with COCOEvaluator and logs feedback alignment angles."""
+    """DefaultTrainer that evaluates with COCOEvaluator, logs feedback alignment angles and
+    loads/saves through :class:`FeedbackCheckpointer` (checked pretrained starts).
+
+    Where the checkpointer is swapped: DefaultTrainer.__init__ (detectron2 v0.6 and later)
+    creates ``self.checkpointer = DetectionCheckpointer(...)`` and only then calls
+    ``build_hooks()``, whose PeriodicCheckpointer keeps that object. Replacing it at the top
+    of ``build_hooks`` (same model, directory and checkpointables) is the last moment before
+    any hook holds it, so ``resume_or_load`` (cfg.MODEL.WEIGHTS or resume), periodic saves
+    and the final save all use the FeedbackCheckpointer.
+    """
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -18,6 +28,8 @@ class FeedbackTrainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, output_dir=output_folder)
 
     def build_hooks(self):
+        if not isinstance(self.checkpointer, FeedbackCheckpointer):
+            self.checkpointer = FeedbackCheckpointer.replacing(self.checkpointer)
         ret = super().build_hooks()
         fb = self.cfg.MODEL.FEEDBACK
         alignment = AlignmentHook(fb.ALIGNMENT_PERIOD, fb.GRADIENT_ALIGNMENT_PERIOD)
