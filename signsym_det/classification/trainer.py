@@ -56,6 +56,8 @@ class Pretrainer:
         self.device = args.device
         if args.amp and self.device != "cuda":
             raise ValueError("--amp needs a CUDA device (mixed precision on GPU only)")
+        if args.sync_bn and self.device != "cuda":
+            raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm is GPU-only)")
         self.dist = init_distributed(self.device)
         if args.batch_size % self.dist.world_size:
             raise ValueError(
