@@ -47,6 +47,9 @@ def add_feedback_config(cfg):
     # Also log the angle between the rule's and backprop's input gradients every N
     # iterations (0: never); costs one extra transposed conv per layer on those steps.
     fb.GRADIENT_ALIGNMENT_PERIOD = 100
+    # Debug switch: before every optimizer step, stop at the first non-finite gradient and
+    # name the layer, its rule and its part (reads every gradient once per iteration).
+    fb.CHECK_FINITE_GRADIENTS = False
 
 
 def _is_scale(value):

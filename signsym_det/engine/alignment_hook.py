@@ -9,7 +9,8 @@ from ..feedback import gradient_alignment, weight_alignment
 from ..modeling.parts import part_of
 
 
-def _unwrap(model):
+def unwrap(model):
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -38,7 +39,7 @@ class AlignmentHook(HookBase):
 
     def before_step(self):
         if self._due(self._gradient_period, self.trainer.iter):
-            self._recorder = gradient_alignment(_unwrap(self.trainer.model))
+            self._recorder = gradient_alignment(unwrap(self.trainer.model))
             self._recorder.__enter__()
 
     def after_step(self):
@@ -48,4 +49,4 @@ class AlignmentHook(HookBase):
             put_part_angles(storage, "grad_angle", self._recorder.angles)
             self._recorder = None
         if self._due(self._period, self.trainer.iter):
-            put_part_angles(storage, "weight_angle", weight_alignment(_unwrap(self.trainer.model)))
+            put_part_angles(storage, "weight_angle", weight_alignment(unwrap(self.trainer.model)))

@@ -6,7 +6,8 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint.feedback_checkpointer import FeedbackCheckpointer
-from .alignment_hook import AlignmentHook
+from .alignment_hook import AlignmentHook, unwrap
+from .nonfinite import NonFiniteGradientError, describe, install_gradient_check
 
 
 class FeedbackTrainer(DefaultTrainer):
@@ -20,6 +21,25 @@ class FeedbackTrainer(DefaultTrainer):
     any hook holds it, so ``resume_or_load`` (cfg.MODEL.WEIGHTS or resume), periodic saves
     and the final save all use the FeedbackCheckpointer.
     """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.MODEL.FEEDBACK.CHECK_FINITE_GRADIENTS:
+            install_gradient_check(self.optimizer, unwrap(self.model), lambda: self.iter)
+
+    def run_step(self):
+        """detectron2's step; a non-finite loss also names where the gradients blew up."""
+        try:
+            super().run_step()
+        except NonFiniteGradientError:
+            raise
+        except FloatingPointError as error:
+            where = describe(unwrap(self.model), self.iter)
+            raise FloatingPointError(
+                f"{error}\n{where}. For the exact first layer rerun with "
+                "MODEL.FEEDBACK.CHECK_FINITE_GRADIENTS True; for fa, gradient clipping "
+                "(SOLVER.CLIP_GRADIENTS.ENABLED True) often helps."
+            ) from error
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,0 +1,120 @@
+"""Collect a study's COCO AP and alignment angles from each run's metrics.json; write the
+report: a markdown table (mean ± std over seeds), PNG plots and the raw JSON."""
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from ..utils.plots import plt, read_metrics, series
+
+METRICS = ("AP", "AP50", "AP75")
+PARTS = ("backbone", "fpn", "head", "predictor")
+
+
+def collect(runs):
+    """{variant: [{"seed", "final": {AP..}, "ap_curve": [(it, AP)], "angles": {...}}]}."""
+    results = defaultdict(list)
+    for run in runs:
+        metrics = run.output_dir / "metrics.json"
+        if not run.done or not metrics.is_file():
+            continue
+        records = read_metrics(metrics)
+        evals = [r for r in records if "bbox/AP" in r]
+        if not evals:
+            continue
+        angles = {
+            f"{kind}/{part}": list(zip(*series(records, f"{kind}/{part}")))
+            for kind in ("weight_angle", "grad_angle")
+            for part in PARTS
+        }
+        results[run.variant].append(
+            {
+                "seed": run.seed,
+                "final": {m: evals[-1][f"bbox/{m}"] for m in METRICS},
+                "ap_curve": [(r["iteration"], r["bbox/AP"]) for r in evals],
+                "angles": {k: v for k, v in angles.items() if v},
+            }
+        )
+    return dict(results)
+
+
+def _mean_std(values):
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(results):
+    """Markdown: one row per variant, AP/AP50/AP75 mean ± std and final angles per part."""
+    head = ["variant", "seeds", *METRICS, *(f"∠(B,W) {p}" for p in PARTS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, seeds in results.items():
+        cells = [variant, str(len(seeds))]
+        cells += [_mean_std([s["final"][m] for s in seeds]) for m in METRICS]
+        for part in PARTS:
+            finals = [
+                s["angles"][f"weight_angle/{part}"][-1][1]
+                for s in seeds
+                if f"weight_angle/{part}" in s["angles"]
+            ]
+            cells.append(_mean_std(finals) if finals else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_mean_curves(ax, curves, label):
+    """Mean over seeds of (iteration, value) curves sampled at the same iterations."""
+    by_iter = defaultdict(list)
+    for curve in curves:
+        for it, value in curve:
+            by_iter[it].append(value)
+    its = sorted(by_iter)
+    ax.plot(its, [statistics.mean(by_iter[i]) for i in its], label=label)
+
+
+def plot_ap(results, out_png):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, seeds in results.items():
+        _plot_mean_curves(ax, [s["ap_curve"] for s in seeds], variant)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("COCO box AP (mean over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def plot_angles(results, out_png):
+    fig, axes = plt.subplots(1, len(PARTS), figsize=(4 * len(PARTS), 3.5), sharey=True)
+    for ax, part in zip(axes, PARTS):
+        for variant, seeds in results.items():
+            curves = [
+                s["angles"][f"weight_angle/{part}"]
+                for s in seeds
+                if f"weight_angle/{part}" in s["angles"]
+            ]
+            if curves:
+                _plot_mean_curves(ax, curves, variant)
+        ax.set_title(f"angle(B, W): {part}")
+        ax.set_xlabel("iteration")
+        ax.set_ylim(0, 95)
+    axes[0].set_ylabel("degrees")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def write_report(results, out_dir, header=""):
+    """Write report.md, ap_vs_iteration.png, alignment.png and results.json to out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    plot_ap(results, out_dir / "ap_vs_iteration.png")
+    plot_angles(results, out_dir / "alignment.png")
+    text = "\n\n".join(
+        [header.strip(), table(results), "![AP](ap_vs_iteration.png)", "![angles](alignment.png)"]
+    )
+    (out_dir / "report.md").write_text(text.strip() + "\n")
+    return out_dir / "report.md"

@@ -1,0 +1,97 @@
+"""Plan and run the jobs of a study; a finished run (``done.json`` present) is never rerun.
+
+Each run is ``tools/train_net.py --config-file BASE OUTPUT_DIR <study>/<variant>/seed<k>
+SEED k MODEL.FEEDBACK.SEED k <variant opts>``: on a cluster, each can be its own job.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..feedback import get_rule
+
+TRAIN_NET = Path(__file__).resolve().parents[2] / "tools" / "train_net.py"
+DONE = "done.json"
+
+
+@dataclass
+class Run:
+    variant: str
+    seed: int
+    output_dir: Path
+    opts: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return (self.output_dir / DONE).is_file()
+
+
+def parse_variant(text):
+    """``NAME`` (a rule name) or ``NAME:KEY=VALUE,KEY=VALUE`` -> (name, [KEY, VALUE, ...]).
+
+    ``sign_symmetry`` -> MODEL.FEEDBACK.RULE sign_symmetry;
+    ``ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp``.
+    """
+    name, _, spec = text.partition(":")
+    if not spec:
+        get_rule(name)  # ValueError naming the valid rules
+        return name, ["MODEL.FEEDBACK.RULE", name]
+    opts = []
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+        opts += [key, value]
+    return name, opts
+
+
+def plan_runs(study_dir, variants, seeds, extra_opts=()):
+    """All (variant, seed) runs of a study, in the order they are run (seed-major)."""
+    parsed = [parse_variant(v) for v in variants]
+    names = [name for name, _ in parsed]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    return [
+        Run(
+            name,
+            seed,
+            Path(study_dir) / name / f"seed{seed}",
+            [*opts, "SEED", str(seed), "MODEL.FEEDBACK.SEED", str(seed), *extra_opts],
+        )
+        for seed in seeds
+        for name, opts in parsed
+    ]
+
+
+def run_all(runs, config_file, python=sys.executable, log=print):
+    """Run the unfinished runs one after another; a failed run stops the study."""
+    for i, run in enumerate(runs, 1):
+        if run.done:
+            log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: done, skipped")
+            continue
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        resume = (run.output_dir / "last_checkpoint").is_file()
+        cmd = [python, str(TRAIN_NET), "--config-file", str(config_file)]
+        cmd += ["--resume"] if resume else []
+        cmd += ["OUTPUT_DIR", str(run.output_dir), *run.opts]
+        action = "resuming" if resume else "training"
+        log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: {action}")
+        start = time.time()
+        with open(run.output_dir / "study_stdout.log", "a") as out:
+            code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+        if code != 0:
+            raise RuntimeError(
+                f"{run.variant} seed {run.seed} failed (exit {code}); "
+                f"see {run.output_dir / 'study_stdout.log'}"
+            )
+        info = {
+            "variant": run.variant,
+            "seed": run.seed,
+            "seconds": time.time() - start,
+            "command": cmd,
+        }
+        (run.output_dir / DONE).write_text(json.dumps(info, indent=1))

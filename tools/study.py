@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Compare learning rules: train every (variant, seed) with tools/train_net.py, collect
+COCO AP and alignment angles, write a report (markdown table, PNG plots, raw JSON).
+
+    python tools/study.py --config-file configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml \
+        --out output/study --variants bp sign_symmetry fa \
+        "ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp" \
+        --seeds 0 1 2 [--report-dir docs/study] [KEY VALUE ...]
+
+Finished runs are skipped and interrupted ones resumed, so rerunning continues a study.
+"""
+
+import argparse
+import time
+
+from signsym_det.study import collect, plan_runs, run_all, write_report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--out", required=True, help="one output dir per run goes here")
+    parser.add_argument(
+        "--variants", nargs="+", required=True, help="rule names, or NAME:KEY=VALUE,KEY=VALUE"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--report-dir", help="where the report goes (default: --out)")
+    parser.add_argument("--report-only", action="store_true", help="collect, don't train")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE for every run")
+    args = parser.parse_args()
+    runs = plan_runs(args.out, args.variants, args.seeds, args.opts)
+    start = time.time()
+    if not args.report_only:
+        run_all(runs, args.config_file)
+    header = (
+        f"# Rule comparison: {args.config_file}\n\n"
+        f"Seeds {args.seeds}; extra options {args.opts or 'none'}; this invocation took "
+        f"{(time.time() - start) / 60:.1f} min."
+    )
+    report = write_report(collect(runs), args.report_dir or args.out, header)
+    print(f"wrote {report}")
+
+
+if __name__ == "__main__":
+    main()
