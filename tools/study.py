@@ -5,7 +5,7 @@ COCO AP and alignment angles, write a report (markdown table, PNG plots, raw JSO
     python tools/study.py --config-file configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml \
         --out output/study --variants bp sign_symmetry fa \
         "ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp" \
-        --seeds 0 1 2 [--report-dir docs/study] [KEY VALUE ...]
+        --seeds 0 1 2 [--report-dir docs/study] [-- KEY VALUE ...]
 
 Finished runs are skipped and interrupted ones resumed, so rerunning continues a study.
 """
@@ -26,8 +26,9 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--report-dir", help="where the report goes (default: --out)")
     parser.add_argument("--report-only", action="store_true", help="collect, don't train")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE for every run")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
     args = parser.parse_args()
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     runs = plan_runs(args.out, args.variants, args.seeds, args.opts)
     start = time.time()
     if not args.report_only:

@@ -100,7 +100,8 @@ def plot_angles(results, out_png):
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 95)
     axes[0].set_ylabel("degrees")
-    axes[-1].legend(fontsize=7)
+    if results:
+        axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

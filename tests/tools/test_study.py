@@ -1,16 +1,10 @@
 """tools/study.py: a 2-iteration study on a tiny set runs, reports, and resumes."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from signsym_det.study import parse_variant, plan_runs
-
-ROOT = Path(__file__).parents[2]
 
 
 def test_parse_variant():
@@ -35,25 +29,8 @@ def test_plan_runs_rejects_duplicate_names(tmp_path):
     assert runs[3].opts[-2:] == ["SOLVER.MAX_ITER", "2"]
 
 
-def test_tiny_study_runs_reports_and_resumes(tmp_path):
-    env = {**os.environ, "DETECTRON2_DATASETS": str(tmp_path / "datasets")}
-    subprocess.run(
-        [
-            sys.executable,
-            "tools/make_dataset.py",
-            "--out",
-            str(tmp_path / "datasets" / "shapes"),
-            "--num-train",
-            "4",
-            "--num-val",
-            "2",
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    cmd = [
-        sys.executable,
+def test_tiny_study_runs_reports_and_resumes(tmp_path, tiny_shapes_env, tiny_run, run_tool):
+    study = [
         "tools/study.py",
         "--config-file",
         "configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml",
@@ -64,25 +41,10 @@ def test_tiny_study_runs_reports_and_resumes(tmp_path):
         "ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp",
         "--seeds",
         "0",
-        "SOLVER.MAX_ITER",
-        "2",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "SOLVER.STEPS",
-        "()",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "MODEL.FPN.OUT_CHANNELS",
-        "16",
-        "MODEL.FEEDBACK.ALIGNMENT_PERIOD",
-        "1",
-        "TEST.EVAL_PERIOD",
-        "1",
+        "--",
+        *tiny_run,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run_tool(tiny_shapes_env, *study)
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| bp | 1 |" in report and "| ss_bp_pred | 1 |" in report
     assert (tmp_path / "study" / "alignment.png").stat().st_size > 0
@@ -94,6 +56,5 @@ def test_tiny_study_runs_reports_and_resumes(tmp_path):
         0, abs=1e-3
     )
 
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert again.returncode == 0
-    assert again.stdout.count("done, skipped") == 2
+    again = run_tool(tiny_shapes_env, *study)
+    assert again.count("done, skipped") == 2

@@ -1,0 +1,54 @@
+"""Shared by the end-to-end tool tests: a tiny generated shapes set and tiny-run options."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+_TINY_RUN = (
+    "SOLVER.MAX_ITER 3 SOLVER.IMS_PER_BATCH 2 SOLVER.WARMUP_ITERS 1 SOLVER.STEPS () "
+    "DATALOADER.NUM_WORKERS 0 MODEL.FPN.OUT_CHANNELS 16 MODEL.FEEDBACK.ALIGNMENT_PERIOD 1"
+).split()
+
+
+@pytest.fixture
+def tiny_shapes_env(tmp_path):
+    """Environment whose $DETECTRON2_DATASETS/shapes is a 4-train / 3-val shapes set."""
+    root = tmp_path / "datasets"
+    subprocess.run(
+        [sys.executable, "tools/make_dataset.py", "--out", str(root / "shapes")]
+        + ["--num-train", "4", "--num-val", "3"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return {**os.environ, "DETECTRON2_DATASETS": str(root)}
+
+
+@pytest.fixture
+def tiny_run():
+    """detectron2 options that make a Shapes-Demo config train in seconds."""
+    return list(_TINY_RUN)
+
+
+@pytest.fixture
+def run_tool():
+    """``run_tool(env, *args)``: ``python <args>`` in the repo root; output, or fail with it."""
+    return _run_tool
+
+
+def _run_tool(env, *args, timeout=400):
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
