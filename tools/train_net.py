@@ -12,11 +12,13 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from signsym_det.checkpoint import FeedbackCheckpointer
-from signsym_det.engine import FeedbackTrainer, setup_cfg
+from signsym_det.engine import FeedbackTrainer, check_output_dir, setup_cfg
 
 
 def main(args):
     cfg = setup_cfg(args.config_file, args.opts)
+    if not args.eval_only:
+        check_output_dir(cfg, resume=args.resume, overwrite=args.overwrite)
     default_setup(cfg, args)
     # our loggers (e.g. the checkpointer's pretrained-weights checks) beside detectron2's
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="signsym_det")
@@ -32,7 +34,11 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--overwrite", action="store_true", help="train anew into an OUTPUT_DIR holding a run"
+    )
+    args = parser.parse_args()
     launch(
         main,
         args.num_gpus,

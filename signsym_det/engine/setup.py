@@ -1,5 +1,10 @@
 """From a YAML file and command-line opts to a validated, frozen detectron2 config."""
 
+import difflib
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
 import torch
 from detectron2.config import get_cfg
 
@@ -14,8 +19,10 @@ def setup_cfg(config_file, opts=()):
     """
     cfg = get_cfg()
     add_feedback_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    with _naming_unknown_keys(cfg, config_file):
+        cfg.merge_from_file(config_file)
+    with _naming_unknown_keys(cfg, "the command-line options"):
+        cfg.merge_from_list(list(opts))
     validate_feedback_config(cfg)
     device = cfg.MODEL.DEVICE
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -26,3 +33,40 @@ def setup_cfg(config_file, opts=()):
     register_embedded_datasets(cfg)
     cfg.freeze()
     return cfg
+
+
+@contextmanager
+def _naming_unknown_keys(cfg, source):
+    """yacs says "Non-existent key" by assert/KeyError; say where, and what was meant."""
+    try:
+        yield
+    except (AssertionError, KeyError) as error:
+        text = str(error).strip("'\"")
+        match = re.search(r"Non-existent (?:config )?key: (\S+)", text)
+        if match is None:
+            raise
+        key = match.group(1)
+        close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
+        hint = f"; did you mean {close}?" if close else ""
+        raise KeyError(f"unknown config key {key} in {source}{hint}") from None
+
+
+def _all_keys(node, prefix=""):
+    for name, value in node.items():
+        if isinstance(value, dict):
+            yield from _all_keys(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def check_output_dir(cfg, resume=False, overwrite=False):
+    """Refuse to train into an OUTPUT_DIR that already holds checkpoints, unless resuming it
+    or explicitly overwriting it: nothing a previous run wrote is replaced by accident."""
+    out = Path(cfg.OUTPUT_DIR)
+    found = sorted(p.name for p in (*out.glob("*.pth"), *out.glob("last_checkpoint")))
+    if found and not (resume or overwrite):
+        raise FileExistsError(
+            f"cfg.OUTPUT_DIR = {str(out)!r} already holds a run ({', '.join(found[:3])}"
+            f"{', ...' if len(found) > 3 else ''}); pass --resume to continue it, "
+            "--overwrite to replace it, or set another OUTPUT_DIR"
+        )
