@@ -3,6 +3,7 @@
 #   make setup   create .venv (git-ignored) with torch, detectron2 and this package (editable)
 #   make test    setup + ruff check + ruff format --check + pytest
 #   make demo    setup + tools/demo.py
+#   make bench   setup + tools/benchmark.py: rule cost vs stock backprop (BENCH_ARGS=--quick: < 3 min)
 #
 # Variables: PYTHON (base interpreter, default python3), VENV (default .venv),
 # TORCH_PACKAGES (the torch/torchvision pair), DETECTRON2_SPEC (see tools/install_detectron2.py),
@@ -28,7 +29,7 @@ RUFF := $(VENV)/bin/ruff
 STAMP := $(VENV)/.signsym_det-setup
 SPEC_STAMP := $(VENV)/.signsym_det-detectron2-spec
 
-.PHONY: setup test lint format demo clean distclean FORCE
+.PHONY: setup test lint format demo bench clean distclean FORCE
 
 setup: $(STAMP)
 
@@ -66,6 +67,9 @@ format: setup
 
 demo: setup
 	$(VENV_PY) tools/demo.py
+
+bench: setup
+	$(VENV_PY) tools/benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -4,8 +4,13 @@ Forward is the plain op. Backward: dL/dx = conv_transpose(g, B) (Linear: g @ B),
 and dL/db are exactly backprop's. A B that requires grad receives dL/dW (Kolen-Pollack).
 
 ``feedback`` is either the tensor B or a callable ``weight -> B`` evaluated lazily in backward
-(only if dL/dx is needed), so rules recomputed from W cost nothing in forward. ``observer``
+(only if dL/dx is needed), so rules recomputed from W cost nothing in forward; a callable with
+a ``release()`` method (``LazyFeedback``) is told when its backward is done with it. ``observer``
 (or None) is called as ``observer(rule_grad_x, backprop_grad_x)`` for gradient alignment.
+
+A trainable B (Kolen-Pollack) gets dL/dW as the very same tensor as W: autograd's gradient
+accumulation copies it where W's and B's gradients would otherwise alias, so the copy is made
+once per iteration at most rather than once per call.
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ def _saved_inputs(ctx, need_x: bool) -> tuple[Tensor, Tensor, Tensor]:
     return x, weight, stored[0] if stored else ctx.make_feedback(weight)
 
 
-def _feedback_grad(grad_weight: Optional[Tensor], need_weight: bool, need_feedback: bool):
-    """dL/dB = dL/dW as a separate tensor (Kolen-Pollack), or None."""
-    if not need_feedback:
-        return None
-    return grad_weight.clone() if need_weight else grad_weight
+def _release(ctx) -> None:
+    """Tell a lazy feedback source that this call's backward is done with it."""
+    release = getattr(ctx.make_feedback, "release", None)
+    if release is not None:
+        release()
+
+
+_convolution_backward = torch.ops.aten.convolution_backward.default
 
 
 class FeedbackConv2dFunction(torch.autograd.Function):
@@ -63,7 +71,7 @@ class FeedbackConv2dFunction(torch.autograd.Function):
         x, weight, feedback = _saved_inputs(ctx, need_x)
         stride, padding, dilation, groups = ctx.geometry
         mask = [need_x, need_w or need_feedback, need_b]
-        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        grad_x, grad_w, grad_b = _convolution_backward(
             grad_out,
             x,
             feedback,
@@ -77,7 +85,7 @@ class FeedbackConv2dFunction(torch.autograd.Function):
             mask,
         )
         if need_x and ctx.observer is not None:
-            backprop_grad_x = torch.ops.aten.convolution_backward(
+            backprop_grad_x = _convolution_backward(
                 grad_out,
                 x,
                 weight,
@@ -91,7 +99,8 @@ class FeedbackConv2dFunction(torch.autograd.Function):
                 [True, False, False],
             )[0]
             ctx.observer(grad_x, backprop_grad_x)
-        grad_feedback = _feedback_grad(grad_w, need_w, need_feedback)
+        _release(ctx)
+        grad_feedback = grad_w if need_feedback else None
         grad_w = grad_w if need_w else None
         return grad_x, grad_w, grad_b, grad_feedback, None, None, None, None, None
 
@@ -119,7 +128,8 @@ class FeedbackLinearFunction(torch.autograd.Function):
             grad_w = torch.mm(grad_rows.t(), x.reshape(-1, x.shape[-1]))
         if need_b:
             grad_b = grad_rows.sum(0)
-        grad_feedback = _feedback_grad(grad_w, need_w, need_feedback)
+        _release(ctx)
+        grad_feedback = grad_w if need_feedback else None
         grad_w = grad_w if need_w else None
         return grad_x, grad_w, grad_b, grad_feedback, None
 

@@ -8,10 +8,17 @@ when present, as detectron2's Conv2d does, so it replaces either class.
 Rule state on a layer: ``rule`` (canonical name), ``scale``, ``feedback_seed``, the tensor
 ``feedback_weight`` (buffer or parameter, rules with state) and the int64 buffer
 ``feedback_step`` (rules with per-step noise; advanced by :func:`advance_feedback_step`).
+
+Cost: a B made from W (sign symmetry, frsf, brsf) is made at most once per layer per
+iteration, in the first backward that needs it, and shared by every call of the layer in that
+iteration (RetinaNet's head runs each conv once per FPN level): a :class:`LazyFeedback` per
+layer, valid while W, the rule state, the scale and the step are unchanged, and emptied as
+soon as the last backward of those calls has run, so B is never held between iterations.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterator, Optional, Union
 
 import torch
@@ -32,9 +39,75 @@ _FEEDBACK_ATTRIBUTES = (
     "_plain_class",
     "_noise_cache",
     "_step_cache",
+    "_lazy_feedback",
     "_alignment_observer",
 )
 _FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
+
+
+def _version_key(tensor: Optional[Tensor]):
+    """What identifies a tensor's current values: (object, in-place version), or None."""
+    return None if tensor is None else (weakref.ref(tensor), tensor._version)
+
+
+def _same_version(key, tensor: Optional[Tensor]) -> bool:
+    if key is None or tensor is None:
+        return key is None and tensor is None
+    return key[0]() is tensor and key[1] == tensor._version
+
+
+class LazyFeedback:
+    """B of one layer for one iteration: made on first use, shared, dropped after last use.
+
+    The layer hands the same object to every forward call made while its W, rule, rule state,
+    scale and step are unchanged (:meth:`matches`); each call counts as one pending use. Backward
+    calls it with the weight it saved (``self(weight)``: made once, then reused while dtype
+    and device match) and then :meth:`release`: when no use is pending, B is dropped. A
+    backward that never runs only keeps B until the layer makes its next LazyFeedback.
+    Copies and pickles are empty (a copied layer makes its own).
+    """
+
+    __slots__ = ("make", "weight_key", "state_key", "spec", "pending", "value")
+
+    def __init__(self, make=None, weight=None, state=None, spec=None):
+        self.make = make
+        self.weight_key = _version_key(weight)
+        self.state_key = _version_key(state)
+        self.spec = spec
+        self.pending = 0
+        self.value: Optional[Tensor] = None
+
+    def matches(self, weight: Tensor, state: Optional[Tensor], spec: tuple) -> bool:
+        """True iff B made for this W, state and (rule, scale, step) would be this one's."""
+        return (
+            self.make is not None
+            and _same_version(self.weight_key, weight)
+            and _same_version(self.state_key, state)
+            and self.spec == spec
+        )
+
+    def acquire(self) -> "LazyFeedback":
+        """Count one more forward call whose backward will use B."""
+        self.pending += 1
+        return self
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        value = self.value
+        if value is None or value.dtype != weight.dtype or value.device != weight.device:
+            value = self.value = self.make(weight)
+        return value
+
+    def release(self) -> None:
+        """One use is over; drop B once none is pending."""
+        self.pending -= 1
+        if self.pending <= 0:
+            self.value = None
+
+    def __reduce__(self):
+        return (LazyFeedback, ())
+
+    def __deepcopy__(self, memo):
+        return LazyFeedback()
 
 
 class FeedbackLayer:
@@ -55,6 +128,7 @@ class FeedbackLayer:
         self._plain_class = plain_class
         self._noise_cache = None
         self._step_cache = None
+        self._lazy_feedback = LazyFeedback()
         weight = self.weight.detach()
         if record.init_state is not None:
             draw_scale = scale_factor(self.scale, weight) if record.scale_at == "draw" else None
@@ -106,34 +180,49 @@ class FeedbackLayer:
         step = self.feedback_step
         self._step_cache = ((step.device, step.data_ptr(), step._version), new_step)
 
-    def _noise(self, step: int, device: torch.device) -> Tensor:
-        """This step's N(0, 1) of W's shape, seeded by (feedback_seed, step), cached per step."""
+    def _noise(self, step: int, device: torch.device, keep: bool = False) -> Tensor:
+        """This step's N(0, 1) of W's shape, seeded by (feedback_seed, step).
+
+        ``keep``: cache it for the step (a B made in forward, once per call, needs it each
+        time); otherwise it is drawn anew, as a lazily made B needs it once per iteration and
+        W-sized noise held between iterations would cost as much memory as W.
+        """
         cache = self._noise_cache
-        if cache is None or cache[0] != step or cache[1].device != device:
-            generator = torch.Generator(device=device).manual_seed(
-                derive_seed(self.feedback_seed, step)
-            )
-            noise = torch.randn(
-                self.weight.shape, generator=generator, device=device, dtype=torch.float32
-            )
-            self._noise_cache = cache = (step, noise)
-        return cache[1]
+        if cache is not None and cache[0] == step and cache[1].device == device:
+            return cache[1]
+        generator = torch.Generator(device=device).manual_seed(
+            derive_seed(self.feedback_seed, step)
+        )
+        noise = torch.randn(
+            self.weight.shape, generator=generator, device=device, dtype=torch.float32
+        )
+        self._noise_cache = (step, noise) if keep else None
+        return noise
 
     def _make_feedback(self, record: FeedbackRule, weight: Tensor, step: Optional[int]) -> Tensor:
         state = getattr(self, "feedback_weight", None)
         scale = scale_factor(self.scale, weight) if record.scale_at == "backward" else None
-        noise = None if step is None else self._noise(step, weight.device)
+        keep = record.state == "parameter"
+        noise = None if step is None else self._noise(step, weight.device, keep)
         feedback = record.feedback(weight, state, scale, noise)
         return feedback.to(weight.dtype)
 
-    def _feedback_source(self) -> Union[Tensor, Callable[[Tensor], Tensor]]:
-        """B for the Function: a trainable tensor, or a callable run lazily in backward."""
+    def _feedback_source(self) -> Union[Tensor, LazyFeedback]:
+        """B for the Function: a trainable tensor, or this iteration's :class:`LazyFeedback`."""
         record = get_rule(self.rule)
         step = self.current_step() if record.noise_per_step else None
         if record.state == "parameter":
             feedback = self._make_feedback(record, self.weight.detach(), step)
             return feedback if self.weight.requires_grad else feedback.detach()
-        return lambda weight: self._make_feedback(record, weight, step)
+        weight = self.weight
+        state = getattr(self, "feedback_weight", None)
+        spec = (record.name, self.scale, step)
+        lazy = self._lazy_feedback
+        if not lazy.matches(weight, state, spec):
+            lazy = self._lazy_feedback = LazyFeedback(
+                lambda w: self._make_feedback(record, w, step), weight, state, spec
+            )
+        return lazy.acquire()
 
     def _needs_feedback(self, x: Tensor) -> bool:
         """True iff autograd will need this layer's backward with B."""
