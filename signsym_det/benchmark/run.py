@@ -69,6 +69,11 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _memory_ratios(peaks: dict, key: str) -> dict:
+    base = peaks[detectors.STOCK][key]
+    return {name: peak[key] / base if base else float("nan") for name, peak in peaks.items()}
+
+
 def _memory_notes(peaks: dict) -> dict:
     """Why a variant's peak exceeds stock's: its state between steps vs its working memory."""
     stock = peaks[detectors.STOCK]
@@ -79,7 +84,7 @@ def _memory_notes(peaks: dict) -> dict:
         if abs(extra_state) >= 0.5:
             notes[name] = (
                 f"rule state {extra_state:+.0f} MB between steps; "
-                f"step working memory ratio {growth_ratio:.3f}"
+                f"step memory ratio {growth_ratio:.3f}"
             )
     return notes
 
@@ -150,9 +155,8 @@ def detector_section(depth: int, options: Options) -> dict:
         )
         train = summarize(times)
         train["peak_memory_bytes"] = peaks
-        train["peak_memory_ratio"] = {
-            name: peak["peak"] / peaks[detectors.STOCK]["peak"] for name, peak in peaks.items()
-        }
+        train["peak_memory_ratio"] = _memory_ratios(peaks, "peak")
+        train["step_memory_ratio"] = _memory_ratios(peaks, "growth")
         train["memory_notes"] = _memory_notes(peaks)
         train["last_loss"] = {name: float(step.losses[-1]) for name, step in steps.items()}
         train["finite_losses"] = all(math.isfinite(v) for v in train["last_loss"].values())
@@ -301,6 +305,9 @@ def targets(results: dict) -> list[dict]:
                 f"{label} train",
                 train["peak_memory_ratio"],
                 train["memory_notes"],
+            )
+            records += report.check_targets(
+                "train", "step_memory", f"{label} train", train["step_memory_ratio"]
             )
         if "inference" in result:
             records += report.check_targets(

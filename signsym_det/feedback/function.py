@@ -15,6 +15,7 @@ once per iteration at most rather than once per call.
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Optional, Union
 
 import torch
@@ -142,12 +143,56 @@ def _autocast_cast(value, dtype: torch.dtype):
     return value
 
 
-def apply_autocast_aware(function, x: Tensor, weight: Tensor, bias, feedback, *args):
-    """``function.apply(x, W, b, feedback, *args)``, in autocast's dtype when autocast is on."""
+class AutocastCasts(dict):
+    """A layer's low-precision copies of its W, b and B under autocast, shared by its calls.
+
+    Like autocast's own cache of parameter casts: a layer called several times per iteration
+    (RetinaNet's head) casts W once, not once per call, and autograd keeps one copy for
+    backward. Entries hold weak references: a copy lives exactly as long as a graph saves it.
+    An entry is reused while the source tensor and its in-place version are unchanged. Copies
+    and pickles are empty.
+    """
+
+    def cast(self, slot: str, value, dtype: torch.dtype):
+        """``value`` in ``dtype`` (see :func:`_autocast_cast`), from the cache if still valid."""
+        cast = _autocast_cast(value, dtype)
+        if cast is value or not torch.is_autocast_cache_enabled():
+            return cast
+        self[slot] = (weakref.ref(value), value._version, weakref.ref(cast))
+        return cast
+
+    def get(self, slot: str, value, dtype: torch.dtype):
+        """The cached copy of ``value`` in ``dtype``, or a new one."""
+        entry = dict.get(self, slot)
+        if entry is not None and entry[0]() is value and entry[1] == value._version:
+            cast = entry[2]()
+            if cast is not None and cast.dtype == dtype and cast.device == value.device:
+                return cast
+        return self.cast(slot, value, dtype)
+
+    def __reduce__(self):
+        return (AutocastCasts, ())
+
+    def __deepcopy__(self, memo):
+        return AutocastCasts()
+
+
+def apply_autocast_aware(function, x: Tensor, weight: Tensor, bias, feedback, *args, casts=None):
+    """``function.apply(x, W, b, feedback, *args)``, in autocast's dtype when autocast is on.
+
+    ``casts`` (an :class:`AutocastCasts` or None) shares the casts of W, b and a tensor B
+    between the calls of one layer.
+    """
     device_type = x.device.type
     if not torch.is_autocast_enabled(device_type):
         return function.apply(x, weight, bias, feedback, *args)
     dtype = torch.get_autocast_dtype(device_type)
-    tensors = [_autocast_cast(value, dtype) for value in (x, weight, bias, feedback)]
+    if casts is None:
+        tensors = [_autocast_cast(value, dtype) for value in (x, weight, bias, feedback)]
+    else:
+        tensors = [_autocast_cast(x, dtype)] + [
+            casts.get(slot, value, dtype) if isinstance(value, Tensor) else value
+            for slot, value in (("weight", weight), ("bias", bias), ("feedback", feedback))
+        ]
     with torch.autocast(device_type, enabled=False):
         return function.apply(*tensors, *args)

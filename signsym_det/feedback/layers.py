@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .function import (
+    AutocastCasts,
     FeedbackConv2dFunction,
     FeedbackLinearFunction,
     apply_autocast_aware,
@@ -40,6 +41,7 @@ _FEEDBACK_ATTRIBUTES = (
     "_noise_cache",
     "_step_cache",
     "_lazy_feedback",
+    "_autocast_casts",
     "_alignment_observer",
 )
 _FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
@@ -129,6 +131,7 @@ class FeedbackLayer:
         self._noise_cache = None
         self._step_cache = None
         self._lazy_feedback = LazyFeedback()
+        self._autocast_casts = AutocastCasts()
         weight = self.weight.detach()
         if record.init_state is not None:
             draw_scale = scale_factor(self.scale, weight) if record.scale_at == "draw" else None
@@ -217,7 +220,7 @@ class FeedbackLayer:
         weight = self.weight
         state = getattr(self, "feedback_weight", None)
         spec = (record.name, self.scale, step)
-        lazy = self._lazy_feedback
+        lazy = self.__dict__.get("_lazy_feedback") or LazyFeedback()  # older pickles lack it
         if not lazy.matches(weight, state, spec):
             lazy = self._lazy_feedback = LazyFeedback(
                 lambda w: self._make_feedback(record, w, step), weight, state, spec
@@ -288,6 +291,7 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
                 padding,
                 self.dilation,
                 self.groups,
+                casts=self.__dict__.get("_autocast_casts"),
             )
         else:
             x = self._conv_forward(x, self.weight, self.bias)
@@ -343,6 +347,7 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
             self.bias,
             self._feedback_source(),
             self._alignment_observer,
+            casts=self.__dict__.get("_autocast_casts"),
         )
 
     def extra_repr(self) -> str:

@@ -150,3 +150,31 @@ def test_layers_with_lazy_feedback_copy_and_pickle():
         grads = _step(other, xs)
         expected = reference_feedback(other.conv)
         torch.testing.assert_close(xs[0].grad, F.conv_transpose2d(grads[0], expected, padding=1))
+
+
+def test_autocast_casts_weight_once_per_iteration_for_a_shared_layer():
+    torch.manual_seed(7)
+    net = convert(Shared(), "kolen_pollack", seed=2)
+    reference = copy.deepcopy(net)
+    xs = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = net(xs)
+    saved = [out.grad_fn.saved_tensors for out in outs]
+    assert len({tensors[1].data_ptr() for tensors in saved}) == 1  # one bf16 W for 3 calls
+    assert len({tensors[2].data_ptr() for tensors in saved}) == 1  # one bf16 B
+    assert saved[0][1].dtype == torch.bfloat16
+    del saved
+    sum(out.float().sum() for out in outs).backward()
+    assert net.conv._autocast_casts["weight"][2]() is None  # freed with the graph
+
+    reference.conv._autocast_casts = None  # the uncached path: one cast per call
+    ref_xs = [x.detach().clone().requires_grad_(True) for x in xs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_outs = reference(ref_xs)
+    sum(out.float().sum() for out in ref_outs).backward()
+    for x, ref_x in zip(xs, ref_xs):
+        torch.testing.assert_close(x.grad, ref_x.grad)
+    for name in ("weight", "bias", "feedback_weight"):
+        torch.testing.assert_close(
+            getattr(net.conv, name).grad, getattr(reference.conv, name).grad, rtol=2e-2, atol=2e-2
+        )
