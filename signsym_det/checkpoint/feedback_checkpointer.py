@@ -16,22 +16,29 @@ After loading (``self.last_report``), per the model's ResNet (found by its ``ste
   unused (wrong depth or layout): ERROR, raised as :class:`CheckpointMismatchError`.
   BatchNorm running statistics missing (Caffe2 files) or unused (a GN model): WARNING.
 
-Saving adds ``"feedback": {"rule": <backbone rule>}`` so that resuming checks it too.
+Saving adds ``"feedback": {"rule": <backbone rule>}`` so that resuming checks it too, and
+is atomic on local disks: the file, then ``last_checkpoint``, are written to temporary files
+and renamed into place, so a kill at any moment leaves ``last_checkpoint`` naming a complete
+file. Reading is weights-only (except detectron2's ``.pkl`` path, which unpickles: trusted
+files only); a missing, truncated or foreign file fails with one line naming it.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
-from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
 from ..feedback import FeedbackLayer
+from .io import atomic_save, atomic_write_text, load_weights_only
 from .pretrained import canonical_rule, to_detectron2
 from .torchvision_to_d2 import (
     describe_resnet,
@@ -47,6 +54,10 @@ STEM_KEY = "stem.conv1.weight"
 PLAIN_RULE = "bp"  # a plain Conv2d/Linear trains by backprop
 _NOT_WEIGHTS = ("num_batches_tracked", "feedback_weight", "feedback_step")
 _STATS = ("running_mean", "running_var")
+#: Float training state kept as plain model attributes (not in state_dict), saved and
+#: restored on resume: RetinaNet's moving average of the number of foreground anchors (it
+#: scales the losses; created at the first forward, so a resumed run would restart it).
+MODEL_ATTRIBUTES = ("loss_normalizer",)
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -105,6 +116,29 @@ def _examples(keys, limit: int = 4) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+def _check_layout(checkpoint, path) -> None:
+    """ValueError naming ``path`` unless ``checkpoint["model"]`` maps names to arrays."""
+    model = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    bad = None
+    if not isinstance(model, dict):
+        bad = f"'model' is a {type(model).__name__}, not a dict"
+    else:
+        bad = next(
+            (
+                f"{key!r} is a {type(value).__name__}"
+                for key, value in model.items()
+                if not isinstance(key, str) or not isinstance(value, (torch.Tensor, np.ndarray))
+            ),
+            None,
+        )
+    if bad is not None:
+        keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else []
+        raise ValueError(
+            f"{path}: unknown checkpoint layout: {bad} (top-level keys {keys}); expected a "
+            "state dict of tensors, or one under 'model' (detectron2) or 'state_dict'"
+        )
+
+
 class FeedbackCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that converts pretrained files and checks what they load.
 
@@ -120,29 +154,82 @@ class FeedbackCheckpointer(DetectionCheckpointer):
 
     @classmethod
     def replacing(cls, checkpointer, **kwargs):
-        """A FeedbackCheckpointer with ``checkpointer``'s model, directory and objects."""
+        """A FeedbackCheckpointer with ``checkpointer``'s model, directory and objects.
+
+        detectron2 v0.6's DefaultTrainer state holds no optimizer state (later versions add
+        it under ``_trainer``): then the trainer's optimizer is checkpointed as
+        ``"optimizer"``, so that a resumed run keeps its SGD momentum.
+        """
+        checkpointables = dict(checkpointer.checkpointables)
+        trainer = checkpointables.get("trainer")
+        if (
+            trainer is not None
+            and "optimizer" not in checkpointables
+            and getattr(trainer, "optimizer", None) is not None
+            and not {"optimizer", "_trainer"} & set(trainer.state_dict())
+        ):
+            checkpointables["optimizer"] = trainer.optimizer
         return cls(
             checkpointer.model,
             checkpointer.save_dir,
             save_to_disk=checkpointer.save_to_disk,
             **kwargs,
-            **checkpointer.checkpointables,
+            **checkpointables,
         )
 
     def save(self, name, **kwargs):
         prefix = find_backbone_prefix(self.model.state_dict().keys())
         kwargs.setdefault("feedback", {"rule": backbone_rule(self.model, prefix)})
-        return super().save(name, **kwargs)
+        if "://" in str(self.save_dir):  # an iopath URL: fvcore's (non-atomic) writing
+            return super().save(name, **kwargs)
+        if not self.save_dir or not self.save_to_disk:
+            return None
+        attributes = {a: getattr(self.model, a) for a in MODEL_ATTRIBUTES if hasattr(self.model, a)}
+        kwargs.setdefault("model_attributes", {k: float(v) for k, v in attributes.items()})
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        for stale in glob.glob(os.path.join(glob.escape(self.save_dir), f".{basename}.*")):
+            os.remove(stale)  # the temporary file of a write that was killed
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_save(data, path)
+        self.tag_last_checkpoint(basename)
+        return None
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        """Point ``last_checkpoint`` at a (complete) file, atomically."""
+        if "://" in str(self.save_dir):
+            return super().tag_last_checkpoint(last_filename_basename)
+        atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
+        return None
 
     def load(self, path, *args, **kwargs):
         self._path = path
-        return super().load(path, *args, **kwargs)
+        if path and "://" not in path and not os.path.isfile(path):
+            named = os.path.join(self.save_dir, "last_checkpoint") if self.save_dir else ""
+            via = f" (named by {named})" if named and path == self.get_checkpoint_file() else ""
+            raise FileNotFoundError(f"checkpoint file {path!r}{via} does not exist")
+        extra = super().load(path, *args, **kwargs)
+        attributes = extra.pop("model_attributes", None) or {}
+        if kwargs.get("checkpointables", args[0] if args else None) is None:  # a full resume
+            for name, value in attributes.items():
+                if name in MODEL_ATTRIBUTES:  # set lazily by the model: may not exist yet
+                    setattr(self.model, name, value)
+        return extra
 
     def _load_file(self, filename):
         if filename.endswith((".pkl", ".pyth")):
             return super()._load_file(filename)
-        loaded = Checkpointer._load_file(self, filename)  # torch.load, as detectron2 does
-        if not isinstance(loaded, dict) or loaded.get("layout") == "detectron2":
+        loaded = load_weights_only(filename)  # as detectron2 does, but never unpickling code
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"{filename}: unknown checkpoint layout: a {type(loaded).__name__}, not a dict "
+                "(expected a state dict or {'model': state dict, ...})"
+            )
+        if loaded.get("layout") == "detectron2":
             return loaded
         inner = loaded.get("model", loaded.get("state_dict", loaded))
         if isinstance(inner, dict) and is_torchvision_resnet(inner.keys()):
@@ -151,6 +238,7 @@ class FeedbackCheckpointer(DetectionCheckpointer):
         return loaded if "model" in loaded else {"model": loaded}
 
     def _load_model(self, checkpoint):
+        _check_layout(checkpoint, self._path)
         state = strip_module_prefix(checkpoint["model"])
         self._convert_ndarray_to_tensor(state)
         model_state = self.model.state_dict()

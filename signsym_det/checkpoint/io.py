@@ -8,7 +8,10 @@ anything is written.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 
 import torch
 
@@ -56,6 +59,68 @@ def atomic_save(obj: dict, path: str | os.PathLike) -> str:
     return path
 
 
+def atomic_write_text(text: str, path: str | os.PathLike) -> str:
+    """Write ``text`` to a temporary file next to ``path``, then os.replace it into place."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file that is truncated, corrupt or not a PyTorch file at all."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
+    """A checkpoint holding Python objects whose unpickling could run arbitrary code."""
+
+
 def load_weights_only(path: str | os.PathLike) -> dict:
-    """``torch.load(path, map_location="cpu", weights_only=True)``."""
-    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
+
+    Raises FileNotFoundError (no such file), :class:`UnsafeCheckpointError` (the file holds
+    objects other than tensors and plain values: refused, nothing of it is executed) or
+    :class:`CheckpointReadError` (truncated, corrupt, or not a PyTorch file).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise CheckpointReadError(_unreadable(path, error)) from None
+        found = re.search(r"(?:Unsupported|unsupported) GLOBAL:? (\S+)", str(error))
+        detail = re.search(r"(Unsupported operand \d+)", str(error))
+        what = (
+            f"references the global {found.group(1)}"
+            if found
+            else f"is pickle data the weights-only reader refuses ({detail.group(1)})"
+            if detail
+            else "references Python objects"
+        )
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: it {what}, not just tensors and plain "
+            "values, and unpickling it could execute arbitrary code (torch.load "
+            "weights_only=True). Do not load it with weights_only=False unless you trust "
+            "its source; re-save trusted weights as a plain state dict."
+        ) from None
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError) as error:
+        raise CheckpointReadError(_unreadable(path, error)) from None
+
+
+def _unreadable(path: str, error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [""])[0][:160]
+    return (
+        f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format; "
+        f"{type(error).__name__}: {first or 'unexpected end of file'})"
+    )
