@@ -26,7 +26,9 @@ from PIL import Image, ImageDraw
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "ring", "cross", "diamond")
 FORMAT_NAME = "signsym_det.shapes"
-FORMAT_VERSION = 1
+# Bump whenever the same arguments would render different pixels: manifests record it, so
+# ensure_shapes_dataset regenerates sets made by an older renderer.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 1, "val": 2}
