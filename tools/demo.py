@@ -44,7 +44,13 @@ def main():
     start = time.perf_counter()
     trainer = FeedbackTrainer(cfg)
     trainer.resume_or_load(resume=True)
-    results = trainer.train()
+    trainer.train()
+    # the final COCOEvaluator run of the EvalHook (DefaultTrainer keeps its results)
+    results = getattr(trainer, "_last_eval_results", None) or FeedbackTrainer.test(
+        cfg, trainer.model
+    )
+    if "bbox" in results:  # detectron2 unwraps the results of a single test set
+        results = {cfg.DATASETS.TEST[0]: results}
     minutes = (time.perf_counter() - start) / 60
     table = ap_table(results, title=f"COCO box AP, {cfg.MODEL.FEEDBACK.RULE}, {minutes:.1f} min")
     with open(os.path.join(cfg.OUTPUT_DIR, "results.md"), "w") as f:

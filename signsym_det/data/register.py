@@ -112,6 +112,9 @@ def register_embedded_datasets(cfg, root: str | os.PathLike | None = None) -> li
     manifest = read_manifest(root)
     if manifest is None or not _is_complete(root, manifest):
         ensure_shapes_dataset(root)  # the default set; tools/make_dataset.py makes others
+    elif manifest.get("format_version") != FORMAT_VERSION:  # made by an older generator
+        kept = ("seed", "num_train", "num_val", "image_size")
+        ensure_shapes_dataset(root, **{k: v for k, v in manifest["params"].items() if k in kept})
     return register_shapes_dataset(root)
 
 
