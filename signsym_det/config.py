@@ -18,7 +18,10 @@ PLAIN = "none"
 
 
 def add_feedback_config(cfg):
-    """Add the ``MODEL.FEEDBACK`` node (and nothing else) to ``cfg``, in place."""
+    """Add the ``MODEL.FEEDBACK`` node and ``DATASETS.INVALID_BOXES`` to ``cfg``, in place."""
+    from .data.validate import add_dataset_validation_config
+
+    add_dataset_validation_config(cfg)
     fb = cfg.MODEL.FEEDBACK = CN()
     # Default rule and feedback scale for every converted layer.
     fb.RULE = "sign_symmetry"

@@ -10,6 +10,7 @@ from detectron2.config import get_cfg
 
 from ..config import add_feedback_config, validate_feedback_config
 from ..data.register import register_embedded_datasets
+from ..data.validate import validate_datasets
 
 
 def setup_cfg(config_file, opts=()):
@@ -31,6 +32,7 @@ def setup_cfg(config_file, opts=()):
             "run on the CPU with the option `MODEL.DEVICE cpu`"
         )
     register_embedded_datasets(cfg)
+    validate_datasets(cfg)  # json, boxes and image files, before any model is built
     cfg.freeze()
     return cfg
 
