@@ -16,6 +16,7 @@ import torch
 
 from ..feedback import available_rules
 from .model import ARCHS
+from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 
 DEFAULT_CHECKPOINT = "checkpoint.pth"
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="total over all processes")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--classifier-lr", type=float, default=None, help="default: --lr")
+    p.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=OPTIMIZERS,
+        help="sgd: the standard recipe; adamw: for short CPU runs (no Batch Manhattan)",
+    )
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--weight-decay", type=float, default=1e-4)

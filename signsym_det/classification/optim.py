@@ -1,4 +1,4 @@
-"""SGD with optional Batch Manhattan (Liao et al. 2016) per parameter group.
+"""SGD with optional Batch Manhattan (Liao et al. 2016) per parameter group (or AdamW).
 
 Batch Manhattan: the loss gradient of the batch is replaced by its sign before SGD's
 weight decay and momentum, so a step is ``v = mu * v + sign(g) + wd * w; w -= lr * v``.
@@ -38,31 +38,48 @@ class BatchManhattanSGD(torch.optim.SGD):
         return loss
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 def build_optimizer(
     model: nn.Module,
     *,
     lr: float,
+    optimizer: str = "sgd",
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     nesterov: bool = False,
     batch_manhattan: bool = False,
     classifier_batch_manhattan: bool = False,
     classifier_lr: float | None = None,
-) -> BatchManhattanSGD:
-    """Two groups, body and ``fc``; ``classifier_lr`` defaults to ``lr``."""
+) -> torch.optim.Optimizer:
+    """Two groups, body and ``fc``; ``classifier_lr`` defaults to ``lr``.
+
+    ``"sgd"`` (the standard recipe; Batch Manhattan per group) or ``"adamw"`` (betas 0.9,
+    0.999; ``momentum`` and Batch Manhattan do not apply).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer {optimizer!r} is not one of {OPTIMIZERS}")
+    if optimizer == "adamw" and (batch_manhattan or classifier_batch_manhattan):
+        raise ValueError("Batch Manhattan is an SGD update (sign of the gradient): use sgd")
     body, head = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (head if name.startswith(CLASSIFIER + ".") else body).append(param)
     groups = [
-        {"params": body, "batch_manhattan": batch_manhattan, "name": "body"},
+        {"params": body, "name": "body"},
         {
             "params": head,
-            "batch_manhattan": classifier_batch_manhattan,
             "lr": lr if classifier_lr is None else classifier_lr,
             "name": "classifier",
         },
     ]
+    if optimizer == "adamw":
+        return torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay
+        )
+    groups[0]["batch_manhattan"] = batch_manhattan
+    groups[1]["batch_manhattan"] = classifier_batch_manhattan
     return BatchManhattanSGD(
         [g for g in groups if g["params"]],
         lr=lr,

@@ -75,6 +75,7 @@ class Pretrainer:
         self.optimizer = build_optimizer(
             self.model,
             lr=args.lr,
+            optimizer=args.optimizer,
             momentum=args.momentum,
             weight_decay=args.weight_decay,
             nesterov=args.nesterov,

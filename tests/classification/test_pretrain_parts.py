@@ -8,7 +8,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from signsym_det.classification import BatchManhattanSGD, LRSchedule, build_classifier
+from signsym_det.classification import (
+    BatchManhattanSGD,
+    LRSchedule,
+    build_classifier,
+    build_optimizer,
+)
 from signsym_det.classification.data import ShardedEpochSampler
 from signsym_det.classification.metrics import topk_correct
 from signsym_det.data.classification import (
@@ -110,3 +115,15 @@ def test_classification_set_is_balanced_deterministic_and_labelled_by_shape(tmp_
     (tmp_path / "c" / "precious.txt").write_text("x")
     with pytest.raises(FileExistsError):
         generate_classification_dataset(tmp_path / "c", num_train=6, num_val=6, image_size=32)
+
+
+def test_optimizer_choice():
+    model = build_classifier("resnet18", 3, "bp")
+    sgd = build_optimizer(model, lr=0.1, batch_manhattan=True)
+    assert [g["batch_manhattan"] for g in sgd.param_groups] == [True, False]
+    assert [len(g["params"]) for g in sgd.param_groups][1] == 2  # fc weight and bias
+    adamw = build_optimizer(model, lr=1e-3, optimizer="adamw", classifier_lr=1e-2)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert [g["lr"] for g in adamw.param_groups] == [1e-3, 1e-2]
+    with pytest.raises(ValueError, match="Batch Manhattan"):
+        build_optimizer(model, lr=1e-3, optimizer="adamw", batch_manhattan=True)
