@@ -57,6 +57,16 @@ def _is_state_dict(obj) -> bool:
     )
 
 
+def _check_names(state_dict: dict, source: str) -> None:
+    """ValueError naming the first key of ``state_dict`` that is not a string."""
+    bad = next((key for key in state_dict if not isinstance(key, str)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{source or 'checkpoint'}: state dict key {bad!r} is a {type(bad).__name__}, "
+            "not a parameter name"
+        )
+
+
 def read_classification_checkpoint(obj: dict, source: str = "") -> dict:
     """Normalise a loaded classification checkpoint to ``{"state_dict", "feedback",
     "source"}`` (torchvision layout, no ``module.``); see the module docstring."""
@@ -73,12 +83,18 @@ def read_classification_checkpoint(obj: dict, source: str = "") -> dict:
             f"{source or 'checkpoint'}: no state dict found (expected a state dict, or one "
             f"under 'model' or 'state_dict'; top-level keys: {sorted(map(str, obj))[:10]})"
         )
+    _check_names(state_dict, source)
     state_dict = strip_module_prefix(state_dict)
     info = {"path": str(source), "format": fmt}
     for key in ("arch", "epoch", "iteration", "num_classes"):
         if isinstance(meta.get(key), (int, str)):
             info[key] = meta[key]
     feedback = meta.get("feedback")
+    if feedback is not None and not isinstance(feedback, dict):
+        raise ValueError(
+            f"{source or 'checkpoint'}: its 'feedback' record is a {type(feedback).__name__}, "
+            "not a dict such as {'rule': 'fa', ...}"
+        )
     return {
         "state_dict": state_dict,
         "feedback": dict(feedback) if feedback else None,
