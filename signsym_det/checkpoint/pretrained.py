@@ -62,8 +62,8 @@ def _check_names(state_dict: dict, source: str) -> None:
     bad = next((key for key in state_dict if not isinstance(key, str)), None)
     if bad is not None:
         raise ValueError(
-            f"{source or 'checkpoint'}: state dict key {bad!r} is a {type(bad).__name__}, "
-            "not a parameter name"
+            f"{source or 'checkpoint'}: state dict key {bad!r} ({type(bad).__name__}) is not "
+            "a parameter name"
         )
 
 

@@ -113,7 +113,7 @@ def test_dropped_and_unknown_keys_are_reported():
         torchvision_to_d2({**state, "layer1.0.conv1.mystery": torch.zeros(1)})
     from signsym_det.checkpoint import to_detectron2
 
-    with pytest.raises(ValueError, match="key 3 is an int"):
+    with pytest.raises(ValueError, match=r"key 3 \(int\) is not a parameter name"):
         to_detectron2({**state, 3: torch.zeros(1)}, source="int_key.pth")
     with pytest.raises(ValueError, match="'feedback' record is a float"):
         to_detectron2({"model": state, "feedback": 1.5}, source="feedback.pth")
