@@ -12,7 +12,7 @@ from PIL import Image
 
 
 @torch.no_grad()
-def draw_predictions(cfg, model, dataset_name, out_png, num_images=6, score_thresh=0.3):
+def draw_predictions(cfg, model, dataset_name, out_png, num_images=6, score_thresh=0.2):
     """Save a grid of ``num_images`` images of ``dataset_name`` with predicted boxes."""
     metadata = MetadataCatalog.get(dataset_name)
     resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
