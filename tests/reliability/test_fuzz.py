@@ -160,23 +160,11 @@ def test_fuzz_checkpoint_bytes(resnet_state, tmp_path):
             assert not isinstance(error, CheckpointReadError) or "readable" in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="pretrained._is_state_dict accepts non-str keys (e.g. an int), then the renaming "
-    "calls key.startswith: an AttributeError, not a clear error (pretrained.py: not fixed here)",
-)
 def test_non_string_keys_give_a_clear_error(resnet_state):
     with pytest.raises(ValueError):
         to_detectron2({**resnet_state, 3: torch.zeros(1)}, source="int_key.pth")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="pretrained.read_classification_checkpoint calls dict(feedback) on a non-dict "
-    "'feedback' record: a TypeError (pretrained.py: not fixed here)",
-)
 def test_non_dict_feedback_gives_a_clear_error(resnet_state):
     with pytest.raises(ValueError):
         to_detectron2({"model": resnet_state, "feedback": 1.5}, source="feedback.pth")
