@@ -35,7 +35,7 @@ from signsym_det.benchmark import detectors, memory, report, run
 
 PRESETS = {
     "quick": dict(size=256, batch=2, repeats=3, warmup=1, inference_repeats=3, layer_repeats=3),
-    "full": dict(size=512, batch=2, repeats=9, warmup=2, inference_repeats=7, layer_repeats=7),
+    "full": dict(size=512, batch=2, repeats=7, warmup=1, inference_repeats=7, layer_repeats=7),
 }
 
 

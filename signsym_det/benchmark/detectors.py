@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.solver import build_optimizer
+from detectron2.solver import build_lr_scheduler, build_optimizer
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -53,6 +53,11 @@ def build_variant(cfg, seed: int = 0):
     return model, build_optimizer(cfg, model)
 
 
+def build_scheduler(cfg, optimizer):
+    """detectron2's LR schedule for ``optimizer`` (linear warm-up from 0.001 x BASE_LR)."""
+    return build_lr_scheduler(cfg, optimizer)
+
+
 def synthetic_batch(
     batch: int, size: int, num_classes: int, boxes: int = 3, seed: int = 0, device="cpu"
 ) -> list[dict]:
@@ -81,8 +86,11 @@ def same_weights(reference: torch.nn.Module, other: torch.nn.Module) -> bool:
 class TrainStep:
     """One detectron2 SimpleTrainer iteration: forward, sum losses, zero_grad, backward, step.
 
-    ``autocast`` (a dtype or None) runs the forward under ``torch.autocast``; ``scaler`` (a
-    ``torch.amp.GradScaler`` or None) scales the loss, as AMPTrainer does on CUDA.
+    ``scheduler`` (or None) is stepped after the optimizer, as detectron2's LRScheduler hook
+    does: the benchmark's iterations are the first of a training run, in LR warm-up, where
+    the rules also stay finite from a random start. ``autocast`` (a dtype or None) runs the
+    forward under ``torch.autocast``; ``scaler`` (a ``torch.amp.GradScaler`` or None) scales
+    the loss, as AMPTrainer does on CUDA.
     """
 
     model: torch.nn.Module
@@ -90,6 +98,7 @@ class TrainStep:
     batch: list
     autocast: torch.dtype | None = None
     scaler: object = None
+    scheduler: object = None
     losses: list = field(default_factory=list)
 
     def __call__(self) -> None:
@@ -108,6 +117,8 @@ class TrainStep:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.losses.append(loss.detach())
 
 

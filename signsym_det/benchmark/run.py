@@ -109,7 +109,8 @@ def detector_section(depth: int, options: Options) -> dict:
         if autocast == torch.float16:
             scaler = torch.amp.GradScaler(options.device)
         models[name], cfgs[name] = model, cfg
-        steps[name] = detectors.TrainStep(model, optimizer, batch, autocast, scaler)
+        scheduler = detectors.build_scheduler(cfg, optimizer)
+        steps[name] = detectors.TrainStep(model, optimizer, batch, autocast, scaler, scheduler)
     stock = models[detectors.STOCK]
     for name, model in models.items():
         if not detectors.same_weights(stock, model):
@@ -126,7 +127,8 @@ def detector_section(depth: int, options: Options) -> dict:
             "num_classes": cfg.MODEL.RETINANET.NUM_CLASSES,
             "parameters": sum(p.numel() for p in stock.parameters()),
             "optimizer": f"SGD lr {cfg.SOLVER.BASE_LR} momentum {cfg.SOLVER.MOMENTUM} "
-            f"wd {cfg.SOLVER.WEIGHT_DECAY}",
+            f"wd {cfg.SOLVER.WEIGHT_DECAY}, {cfg.SOLVER.LR_SCHEDULER_NAME} with warm-up "
+            f"factor {cfg.SOLVER.WARMUP_FACTOR} over {cfg.SOLVER.WARMUP_ITERS} iterations",
         },
     }
     # Inference first: every variant still has exactly stock's weights, so the same work.
