@@ -41,15 +41,25 @@ def check_plain(obj, where: str = "checkpoint") -> None:
 def atomic_save(obj: dict, path: str | os.PathLike) -> str:
     """torch.save ``obj`` to a temporary file next to ``path``, then os.replace it into place."""
     check_plain(obj)
+
+    def write(f):
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+    return _atomic_write(path, "wb", write)
+
+
+def _atomic_write(path: str | os.PathLike, mode: str, write) -> str:
+    """``write(file)`` into a temporary file next to ``path``, then os.replace it into place;
+    a failure (or kill) leaves ``path`` as it was and no temporary file behind."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
     try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(handle, mode) as f:
+            write(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -61,19 +71,7 @@ def atomic_save(obj: dict, path: str | os.PathLike) -> str:
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> str:
     """Write ``text`` to a temporary file next to ``path``, then os.replace it into place."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return _atomic_write(path, "w", lambda f: f.write(text))
 
 
 class CheckpointReadError(ValueError):

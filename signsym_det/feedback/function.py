@@ -72,34 +72,17 @@ class FeedbackConv2dFunction(torch.autograd.Function):
         x, weight, feedback = _saved_inputs(ctx, need_x)
         stride, padding, dilation, groups = ctx.geometry
         mask = [need_x, need_w or need_feedback, need_b]
-        grad_x, grad_w, grad_b = _convolution_backward(
-            grad_out,
-            x,
-            feedback,
-            ctx.bias_sizes,
-            stride,
-            padding,
-            dilation,
-            False,
-            [0, 0],
-            groups,
-            mask,
-        )
+
+        def conv_grads(kernel, bias_sizes, grad_mask):
+            """(dL/dx with ``kernel``, dL/dW, dL/db): one aten.convolution_backward call."""
+            return _convolution_backward(
+                grad_out, x, kernel, bias_sizes, stride, padding, dilation, False, [0, 0],
+                groups, grad_mask,
+            )  # fmt: skip
+
+        grad_x, grad_w, grad_b = conv_grads(feedback, ctx.bias_sizes, mask)
         if need_x and ctx.observer is not None:
-            backprop_grad_x = _convolution_backward(
-                grad_out,
-                x,
-                weight,
-                None,
-                stride,
-                padding,
-                dilation,
-                False,
-                [0, 0],
-                groups,
-                [True, False, False],
-            )[0]
-            ctx.observer(grad_x, backprop_grad_x)
+            ctx.observer(grad_x, conv_grads(weight, None, [True, False, False])[0])
         _release(ctx)
         grad_feedback = grad_w if need_feedback else None
         grad_w = grad_w if need_w else None
