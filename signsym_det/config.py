@@ -8,7 +8,7 @@ is built or any data is read.
 
 from detectron2.config import CfgNode as CN
 
-from .feedback import SCALES, available_rules
+from .feedback import FIXED_FEEDBACK, SCALES, available_rules
 
 #: Parts of a detector, in the order a layer is matched against them (see modeling/parts.py).
 PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
@@ -42,6 +42,10 @@ def add_feedback_config(cfg):
     fb.EXCLUDE = []
     # Base seed of the fixed/random feedback tensors (identical on every process).
     fb.SEED = 0
+    # fa/frsf's fixed feedback tensors: "regenerate" (redrawn from the seed once per
+    # iteration, on the weight's device: no W-sized tensor per layer kept) or "store"
+    # (kept in buffers: no draw per iteration, one W-sized tensor more per layer).
+    fb.FIXED_FEEDBACK = "regenerate"
     # What FeedbackDetector and build_feedback_backbone wrap.
     fb.META_ARCHITECTURE = "GeneralizedRCNN"
     fb.BACKBONE_NAME = "build_resnet_fpn_backbone"
@@ -97,6 +101,11 @@ def validate_feedback_config(cfg):
         check_rule(key, entry[1], allow_inherit=False)
         if len(entry) == 3:
             check_scale(key, entry[2], allow_inherit=True)
+    if fb.FIXED_FEEDBACK not in FIXED_FEEDBACK:
+        raise ValueError(
+            f"cfg.MODEL.FEEDBACK.FIXED_FEEDBACK = {fb.FIXED_FEEDBACK!r}; "
+            f"valid: {list(FIXED_FEEDBACK)}"
+        )
     for key in ("ALIGNMENT_PERIOD", "GRADIENT_ALIGNMENT_PERIOD"):
         if fb[key] < 0:
             raise ValueError(f"cfg.MODEL.FEEDBACK.{key} = {fb[key]!r}; expected an int >= 0")

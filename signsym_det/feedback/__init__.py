@@ -8,6 +8,7 @@ for putting them on a model, :mod:`.alignment` for B-vs-W and gradient angles.
 from .alignment import gradient_alignment, weight_alignment
 from .convert import ConversionReport, LayerFeedback, conversion_report, convert, strip
 from .layers import (
+    FIXED_FEEDBACK,
     FeedbackConv2d,
     FeedbackLayer,
     FeedbackLinear,
@@ -17,6 +18,7 @@ from .layers import (
 from .rules import SCALES, FeedbackRule, available_rules, get_rule, register_rule
 
 __all__ = [
+    "FIXED_FEEDBACK",
     "SCALES",
     "ConversionReport",
     "FeedbackConv2d",

@@ -18,9 +18,12 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
 model under the names it has there (e.g. ``prefix="backbone."``).
 
 Each layer draws its random state from ``derive_seed(seed, name)``, identical in every
-process. Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs,
-parametrized or uninitialised lazy layers, Conv2d/Linear subclasses with their own forward
-other than detectron2's conv -> norm -> activation) are left as they are and reported.
+process. ``fixed_feedback`` (``"regenerate"`` or ``"store"``, see :mod:`.layers`) says whether
+fa/frsf's fixed tensor is redrawn from that seed when needed or kept in a buffer.
+
+Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs, parametrized
+or uninitialised lazy layers, Conv2d/Linear subclasses with their own forward other than
+detectron2's conv -> norm -> activation) are left as they are and reported.
 Layers that already are feedback layers are left unchanged.
 """
 
@@ -42,6 +45,7 @@ from .layers import (
     FeedbackConv2d,
     FeedbackLayer,
     FeedbackLinear,
+    check_fixed_feedback,
     feedback_layers,
     install_step_hook,
     remove_step_hooks,
@@ -157,8 +161,10 @@ def convert(
     seed: int = 0,
     inplace: bool = True,
     prefix: str = "",
+    fixed_feedback: str = "regenerate",
 ) -> nn.Module:
     """Give each selected Conv2d / Linear the rule's backward (see the module docstring)."""
+    check_fixed_feedback(fixed_feedback)
     default = _parse_spec(rule, (None, scale), "rule")
     override_list = _parse_overrides(overrides, default)
     include = _parse_patterns(include, "include")
@@ -187,7 +193,9 @@ def convert(
             continue
         plain_class = type(layer)
         layer.__class__ = feedback_class
-        layer.attach_feedback(rule_name, layer_scale, derive_seed(seed, name), plain_class)
+        layer.attach_feedback(
+            rule_name, layer_scale, derive_seed(seed, name), plain_class, fixed_feedback
+        )
         converted[rule_name] += 1
 
     install_step_hook(module)

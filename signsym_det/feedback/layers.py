@@ -9,6 +9,13 @@ Rule state on a layer: ``rule`` (canonical name), ``scale``, ``feedback_seed``, 
 ``feedback_weight`` (buffer or parameter, rules with state) and the int64 buffer
 ``feedback_step`` (rules with per-step noise; advanced by :func:`advance_feedback_step`).
 
+Fixed feedback (``state="buffer"``: fa, frsf) is by default *regenerated*, not stored: the layer
+keeps only its seed and redraws the same tensor from it on W's device whenever it is needed
+(once per iteration), which saves one W-sized tensor per layer. ``layer.feedback_weight`` and
+``state_dict()`` read the same in both modes, and loading a tensor that the seed does not
+reproduce (e.g. a backbone pretrained under other layer names) makes the layer store it.
+``fixed_feedback="store"`` keeps the tensor in a buffer instead (no draw per iteration).
+
 Cost: a B made from W (sign symmetry, frsf, brsf) is made at most once per layer per
 iteration, in the first backward that needs it, and shared by every call of the layer in that
 iteration (RetinaNet's head runs each conv once per FPN level): a :class:`LazyFeedback` per
@@ -43,8 +50,17 @@ _FEEDBACK_ATTRIBUTES = (
     "_lazy_feedback",
     "_autocast_casts",
     "_alignment_observer",
+    "_redraw",
 )
+FIXED_FEEDBACK = ("regenerate", "store")
 _FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
+
+
+def check_fixed_feedback(value: str) -> str:
+    """Return ``value`` if it is one of :data:`FIXED_FEEDBACK`."""
+    if value not in FIXED_FEEDBACK:
+        raise ValueError(f"invalid fixed_feedback {value!r}; valid: {', '.join(FIXED_FEEDBACK)}")
+    return value
 
 
 def _version_key(tensor: Optional[Tensor]):
@@ -117,9 +133,21 @@ class FeedbackLayer:
 
     _alignment_observer: Optional[Callable[[Tensor, Tensor], None]] = None
 
-    def attach_feedback(self, rule: str, scale=None, seed: int = 0, plain_class=None) -> None:
-        """Set the rule, drawing its state from ``seed``; strip() restores ``plain_class``."""
+    def attach_feedback(
+        self,
+        rule: str,
+        scale=None,
+        seed: int = 0,
+        plain_class=None,
+        fixed_feedback: str = "regenerate",
+    ) -> None:
+        """Set the rule, drawing its state from ``seed``; strip() restores ``plain_class``.
+
+        ``fixed_feedback``: ``"regenerate"`` (a ``state="buffer"`` rule's tensor is redrawn
+        from the seed when needed) or ``"store"`` (kept in the buffer ``feedback_weight``).
+        """
         record = get_rule(rule)
+        check_fixed_feedback(fixed_feedback)
         self.rule = record.name
         self.scale = (
             None
@@ -130,24 +158,76 @@ class FeedbackLayer:
         self._plain_class = plain_class
         self._noise_cache = None
         self._step_cache = None
+        self._redraw = None
         self._lazy_feedback = LazyFeedback()
         self._autocast_casts = AutocastCasts()
         weight = self.weight.detach()
         if record.init_state is not None:
             draw_scale = scale_factor(self.scale, weight) if record.scale_at == "draw" else None
-            generator = torch.Generator().manual_seed(self.feedback_seed)
-            drawn = record.init_state(
-                weight, None if draw_scale is None else float(draw_scale), generator
-            )
-            state = drawn.to(device=weight.device, dtype=weight.dtype)
-            if record.state == "parameter":
-                self.register_parameter("feedback_weight", nn.Parameter(state))
+            draw_scale = None if draw_scale is None else float(draw_scale)
+            if record.state == "buffer" and fixed_feedback == "regenerate":
+                self._redraw = (draw_scale,)
             else:
-                self.register_buffer("feedback_weight", state)
+                state = self._draw_state(record, draw_scale, torch.device("cpu"))
+                state = state.to(device=weight.device, dtype=weight.dtype)
+                if record.state == "parameter":
+                    self.register_parameter("feedback_weight", nn.Parameter(state))
+                else:
+                    self.register_buffer("feedback_weight", state)
         if record.noise_per_step:
             self.register_buffer(
                 "feedback_step", torch.zeros((), dtype=torch.int64, device=weight.device)
             )
+
+    def _draw_state(self, record: FeedbackRule, draw_scale, device: torch.device) -> Tensor:
+        """The rule's state drawn from ``feedback_seed`` by a generator on ``device``."""
+        generator = torch.Generator(device=device).manual_seed(self.feedback_seed)
+        return record.init_state(self.weight.detach(), draw_scale, generator)
+
+    def _redrawn_state(self) -> Tensor:
+        """The fixed feedback tensor of a regenerating layer, drawn anew on W's device."""
+        weight = self.weight
+        state = self._draw_state(get_rule(self.rule), self._redraw[0], weight.device)
+        return state.to(device=weight.device, dtype=weight.dtype)
+
+    def _feedback_state(self) -> Optional[Tensor]:
+        """``feedback_weight`` (stored or redrawn), or None for rules without state."""
+        if self.__dict__.get("_redraw") is not None:
+            return self._redrawn_state()
+        return self._parameters.get("feedback_weight", self._buffers.get("feedback_weight"))
+
+    def __getattr__(self, name: str):
+        if name == "feedback_weight" and self.__dict__.get("_redraw") is not None:
+            return self._redrawn_state()
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.__dict__.get("_redraw") is not None:
+            destination[prefix + "feedback_weight"] = self._redrawn_state()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, *rest):
+        """A regenerating layer keeps regenerating if the loaded tensor is what its seed
+        draws, and otherwise stores the loaded tensor from now on."""
+        key = prefix + "feedback_weight"
+        if self.__dict__.get("_redraw") is not None:
+            if key not in state_dict:
+                missing.append(key)
+            elif self._is_redrawn(state_dict[key]):
+                state_dict.pop(key)
+            else:  # a tensor the seed does not make (or the wrong shape): keep it in a buffer
+                state = self._redrawn_state()  # the shape check is super()'s
+                self._redraw = None
+                self.register_buffer("feedback_weight", state)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, *rest)
+
+    def _is_redrawn(self, value: Tensor) -> bool:
+        """True iff ``value`` is exactly the tensor this layer's seed draws."""
+        if not isinstance(value, Tensor) or value.shape != self.weight.shape:
+            return False
+        with torch.no_grad():
+            state = self._redrawn_state()
+            return torch.equal(value.detach().to(device=state.device, dtype=state.dtype), state)
 
     def detach_feedback(self) -> nn.Module:
         """Drop all rule state and return to the plain class (same object, same weights)."""
@@ -203,7 +283,7 @@ class FeedbackLayer:
         return noise
 
     def _make_feedback(self, record: FeedbackRule, weight: Tensor, step: Optional[int]) -> Tensor:
-        state = getattr(self, "feedback_weight", None)
+        state = self._feedback_state()
         scale = scale_factor(self.scale, weight) if record.scale_at == "backward" else None
         keep = record.state == "parameter"
         noise = None if step is None else self._noise(step, weight.device, keep)
@@ -218,7 +298,7 @@ class FeedbackLayer:
             feedback = self._make_feedback(record, self.weight.detach(), step)
             return feedback if self.weight.requires_grad else feedback.detach()
         weight = self.weight
-        state = getattr(self, "feedback_weight", None)
+        state = self._buffers.get("feedback_weight")  # a regenerated one is fixed by the spec
         spec = (record.name, self.scale, step)
         lazy = self.__dict__.get("_lazy_feedback") or LazyFeedback()  # older pickles lack it
         if not lazy.matches(weight, state, spec):

@@ -42,8 +42,10 @@ class FeedbackRule:
         feedback: the function above; it must not modify its arguments.
         state: None, ``"buffer"`` (fixed tensor, saved with the model) or ``"parameter"``
             (trained: it receives exactly dL/dW, as in Kolen-Pollack).
-        init_state: ``init_state(weight, scale, generator) -> Tensor`` draws ``state`` once at
-            conversion from a seeded CPU generator; required iff ``state`` is set.
+        init_state: ``init_state(weight, scale, generator) -> Tensor`` draws ``state`` from a
+            seeded generator, on the generator's device; required iff ``state`` is set. It
+            must be a pure function of its arguments: a ``"buffer"`` state is redrawn from the
+            same seed whenever it is needed unless the layer stores it (``fixed_feedback``).
         noise_per_step: draw ``noise`` anew once per training iteration (see
             ``advance_feedback_step``); identical in every process for the same seed.
         scale_at: ``"draw"``: s is evaluated from W when ``state`` is drawn and passed to
@@ -150,7 +152,9 @@ def derive_seed(*parts) -> int:
 
 def _gaussian(weight: Tensor, scale: float, generator: torch.Generator) -> Tensor:
     """M = N(0, 1) * s, of W's shape."""
-    return torch.randn(weight.shape, generator=generator, dtype=torch.float32).mul_(scale)
+    return torch.randn(
+        weight.shape, generator=generator, device=generator.device, dtype=torch.float32
+    ).mul_(scale)
 
 
 def _abs_gaussian(weight: Tensor, scale: float, generator: torch.Generator) -> Tensor:

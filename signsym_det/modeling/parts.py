@@ -73,6 +73,7 @@ def convert_from_config(module, cfg, prefix=""):
         exclude=list(fb.EXCLUDE) or None,
         seed=fb.SEED,
         prefix=prefix,
+        fixed_feedback=fb.FIXED_FEEDBACK,
     )
 
 

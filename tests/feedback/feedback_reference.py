@@ -23,6 +23,17 @@ def brsf_noise(layer, step: int) -> torch.Tensor:
     return torch.randn(layer.weight.shape, generator=generator)
 
 
+def fixed_state(layer) -> torch.Tensor:
+    """fa/frsf/kolen_pollack's tensor: the one the layer stores, else the documented draw
+    N(0, 1) * s from a CPU generator seeded by the layer's seed (fixed_feedback="regenerate")."""
+    stored = layer._parameters.get("feedback_weight", layer._buffers.get("feedback_weight"))
+    if stored is not None:
+        return stored.detach().clone()
+    assert layer.scale == "xiao", "the reference draw knows the xiao scale only"
+    generator = torch.Generator().manual_seed(layer.feedback_seed)
+    return torch.randn(layer.weight.shape, generator=generator) * xiao_scale(layer.weight)
+
+
 def reference_feedback(layer) -> torch.Tensor:
     """B from each rule's definition, with the layer's stored random state where it has one."""
     weight = layer.weight.detach()
@@ -32,9 +43,9 @@ def reference_feedback(layer) -> torch.Tensor:
     if layer.rule == "sign_symmetry":
         return sign * xiao_scale(weight)
     if layer.rule in ("fa", "kolen_pollack"):
-        return layer.feedback_weight.detach().clone()
+        return fixed_state(layer)
     if layer.rule == "frsf":
-        return layer.feedback_weight.detach().abs() * sign
+        return fixed_state(layer).abs() * sign
     if layer.rule == "brsf":
         noise = brsf_noise(layer, int(layer.feedback_step))
         return noise.abs() * xiao_scale(weight) * sign

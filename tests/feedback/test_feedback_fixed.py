@@ -1,0 +1,138 @@
+"""fa/frsf's fixed feedback: regenerated from the seed (default) or stored, read the same."""
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from feedback_reference import fixed_state
+from torch import nn
+
+from signsym_det.feedback import convert
+from signsym_det.feedback.layers import FeedbackLayer
+
+FIXED_RULES = ("fa", "frsf")
+
+
+def _net(rule, fixed_feedback, seed=3):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+    return convert(net, rule, seed=seed, fixed_feedback=fixed_feedback)
+
+
+def _input_grad(net, x, g):
+    x = x.clone().requires_grad_(True)
+    net(x).backward(g)
+    return x.grad
+
+
+def _registered_bytes(module):
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@pytest.mark.parametrize("rule", FIXED_RULES)
+def test_regenerated_feedback_is_the_documented_draw_and_stays_fixed(rule):
+    net = _net(rule, "regenerate")
+    layer = net[2]
+    assert "feedback_weight" not in layer._buffers  # nothing W-sized is kept
+    generator = torch.Generator().manual_seed(layer.feedback_seed)
+    scale = (2.0 / (9 * 4)) ** 0.5
+    drawn = torch.randn(layer.weight.shape, generator=generator) * scale
+    expected = drawn if rule == "fa" else drawn.abs()
+    assert torch.equal(layer.feedback_weight, expected)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):  # W changes, the fixed tensor does not
+        optimizer.zero_grad()
+        net(torch.randn(2, 3, 6, 6)).square().sum().backward()
+        optimizer.step()
+    assert torch.equal(layer.feedback_weight, expected)
+
+
+@pytest.mark.parametrize("rule", FIXED_RULES)
+def test_regenerate_and_store_give_the_same_gradients_and_state_dict(rule):
+    regenerated, stored = _net(rule, "regenerate"), _net(rule, "store")
+    assert "feedback_weight" in stored[2]._buffers
+    assert _registered_bytes(stored) - _registered_bytes(regenerated) == sum(
+        4 * m.weight.numel() for m in stored.modules() if isinstance(m, FeedbackLayer)
+    )
+    x, g = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(_input_grad(regenerated, x, g), _input_grad(stored, x, g))
+    # the last layer's dL/dx by its definition: conv_transpose2d(g, B) with the stored B
+    h = torch.randn(2, 8, 6, 6, requires_grad=True)
+    regenerated[2](h).backward(g)
+    sign = torch.sign(stored[2].weight.detach())
+    state = stored[2].feedback_weight
+    feedback = state if rule == "fa" else state * sign
+    torch.testing.assert_close(h.grad, F.conv_transpose2d(g, feedback, padding=1))
+    mine, theirs = regenerated.state_dict(), stored.state_dict()
+    assert list(mine) == list(theirs)
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@pytest.mark.parametrize("rule", FIXED_RULES)
+def test_checkpoint_round_trip_keeps_regenerating(rule):
+    source = _net(rule, "regenerate")
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    target = _net(rule, "regenerate")
+    assert not target.load_state_dict(state).missing_keys
+    assert all("feedback_weight" not in m._buffers for m in target.modules())
+
+
+@pytest.mark.parametrize("rule", FIXED_RULES)
+def test_a_tensor_the_seed_does_not_draw_is_stored_and_used(rule):
+    source = _net(rule, "store", seed=11)  # e.g. pretrained under other layer names
+    target = _net(rule, "regenerate", seed=3)
+    target.load_state_dict(source.state_dict())
+    layer = target[2]
+    assert "feedback_weight" in layer._buffers
+    assert torch.equal(layer.feedback_weight, source[2].feedback_weight)
+    torch.testing.assert_close(layer.feedback_weight, fixed_state(source[2]))
+    x, g = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(_input_grad(target, x, g), _input_grad(source, x, g))
+
+
+def test_missing_and_misshapen_fixed_feedback_are_reported():
+    source = _net("fa", "store")
+    state = source.state_dict()
+    del state["2.feedback_weight"]
+    result = _net("fa", "regenerate").load_state_dict(state, strict=False)
+    assert result.missing_keys == ["2.feedback_weight"]
+    state["2.feedback_weight"] = torch.zeros(5)
+    with pytest.raises(RuntimeError, match="size mismatch for 2.feedback_weight"):
+        _net("fa", "regenerate").load_state_dict(state)
+
+
+def test_regenerated_feedback_is_drawn_once_per_layer_per_iteration(monkeypatch):
+    layer = _net("fa", "regenerate")[2]
+    draws = []
+    original = FeedbackLayer._draw_state
+    monkeypatch.setattr(
+        FeedbackLayer,
+        "_draw_state",
+        lambda self, *args: draws.append(1) or original(self, *args),
+    )
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    sum(layer(x * k).sum() for k in (1.0, 2.0, 3.0)).backward()  # one layer, three calls
+    assert len(draws) == 1
+
+
+def test_copies_and_strip_of_regenerating_layers():
+    net = _net("frsf", "regenerate")
+    twin = copy.deepcopy(net)
+    assert torch.equal(twin[0].feedback_weight, net[0].feedback_weight)
+    from signsym_det.feedback import strip
+
+    strip(net)
+    assert type(net[0]) is nn.Conv2d
+    assert not hasattr(net[0], "feedback_weight")
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_bad_fixed_feedback_names_the_choices():
+    with pytest.raises(ValueError, match=r"'keep'.*regenerate, store"):
+        _net("fa", "keep")
