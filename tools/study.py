@@ -33,12 +33,22 @@ def main():
     start = time.time()
     if not args.report_only:
         run_all(runs, args.config_file)
+    results = collect(runs)
+    finished = [s for seeds in results.values() for s in seeds]
+    missing = [f"{r.variant}/seed{r.seed}" for r in runs if not r.done]
     header = (
         f"# Rule comparison: {args.config_file}\n\n"
-        f"Seeds {args.seeds}; extra options {args.opts or 'none'}; this invocation took "
+        f"Seeds {args.seeds}; extra options {args.opts or 'none'}. {len(finished)} of "
+        f"{len(runs)} runs finished, {sum(s['minutes'] for s in finished) / 60:.1f} h of "
+        f"training in all (sum over runs); this invocation took "
         f"{(time.time() - start) / 60:.1f} min."
+        + (
+            f"\n\nNot finished yet (rerun the command to continue): {', '.join(missing)}."
+            if missing
+            else ""
+        )
     )
-    report = write_report(collect(runs), args.report_dir or args.out, header)
+    report = write_report(results, args.report_dir or args.out, header)
     print(f"wrote {report}")
 
 

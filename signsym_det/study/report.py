@@ -13,7 +13,7 @@ PARTS = ("backbone", "fpn", "head", "predictor")
 
 
 def collect(runs):
-    """{variant: [{"seed", "final": {AP..}, "ap_curve": [(it, AP)], "angles": {...}}]}."""
+    """{variant: [{"seed", "minutes", "final": {AP..}, "ap_curve": [(it, AP)], "angles"}]}."""
     results = defaultdict(list)
     for run in runs:
         metrics = run.output_dir / "metrics.json"
@@ -28,9 +28,11 @@ def collect(runs):
             for kind in ("weight_angle", "grad_angle")
             for part in PARTS
         }
+        done = json.loads((run.output_dir / "done.json").read_text())
         results[run.variant].append(
             {
                 "seed": run.seed,
+                "minutes": done.get("seconds", float("nan")) / 60,
                 "final": {m: evals[-1][f"bbox/{m}"] for m in METRICS},
                 "ap_curve": [(r["iteration"], r["bbox/AP"]) for r in evals],
                 "angles": {k: v for k, v in angles.items() if v},
@@ -47,7 +49,7 @@ def _mean_std(values):
 
 def table(results):
     """Markdown: one row per variant, AP/AP50/AP75 mean ± std and final angles per part."""
-    head = ["variant", "seeds", *METRICS, *(f"∠(B,W) {p}" for p in PARTS)]
+    head = ["variant", "seeds", *METRICS, *(f"∠(B,W) {p}" for p in PARTS), "min/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, seeds in results.items():
         cells = [variant, str(len(seeds))]
@@ -59,6 +61,7 @@ def table(results):
                 if f"weight_angle/{part}" in s["angles"]
             ]
             cells.append(_mean_std(finals) if finals else "–")
+        cells.append(f"{statistics.mean(s.get('minutes', float('nan')) for s in seeds):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,22 +89,25 @@ def plot_ap(results, out_png):
 
 
 def plot_angles(results, out_png):
-    fig, axes = plt.subplots(1, len(PARTS), figsize=(4 * len(PARTS), 3.5), sharey=True)
-    for ax, part in zip(axes, PARTS):
-        for variant, seeds in results.items():
-            curves = [
-                s["angles"][f"weight_angle/{part}"]
-                for s in seeds
-                if f"weight_angle/{part}" in s["angles"]
-            ]
-            if curves:
-                _plot_mean_curves(ax, curves, variant)
-        ax.set_title(f"angle(B, W): {part}")
+    """Per part: angle(B, W) (top row) and angle(rule's dL/dx, backprop's) (bottom row)."""
+    kinds = (("weight_angle", "angle(B, W)"), ("grad_angle", "angle(dx, dx_bp)"))
+    fig, axes = plt.subplots(
+        len(kinds), len(PARTS), figsize=(4 * len(PARTS), 3.2 * len(kinds)), sharey=True
+    )
+    for row, (kind, title) in zip(axes, kinds):
+        for ax, part in zip(row, PARTS):
+            for variant, seeds in results.items():
+                key = f"{kind}/{part}"
+                curves = [s["angles"][key] for s in seeds if key in s["angles"]]
+                if curves:
+                    _plot_mean_curves(ax, curves, variant)
+            ax.set_title(f"{title}: {part}", fontsize=9)
+            ax.set_ylim(0, 95)
+        row[0].set_ylabel("degrees (mean over seeds)")
+    for ax in axes[-1]:
         ax.set_xlabel("iteration")
-        ax.set_ylim(0, 95)
-    axes[0].set_ylabel("degrees")
     if results:
-        axes[-1].legend(fontsize=7)
+        axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
