@@ -8,12 +8,15 @@ COCO AP and alignment angles, write a report (markdown table, PNG plots, raw JSO
         --seeds 0 1 2 [--report-dir docs/study] [-- KEY VALUE ...]
 
 Finished runs are skipped and interrupted ones resumed, so rerunning continues a study.
+``--shard K/N`` trains only every N-th run from the K-th: start N such processes (e.g. one
+per core, pinned with ``taskset -c K`` and OMP_NUM_THREADS=1) on the same --out; each writes
+the report of whatever has finished, and ``--report-only`` writes it again at the end.
 """
 
 import argparse
 import time
 
-from signsym_det.study import collect, plan_runs, run_all, write_report
+from signsym_det.study import collect, plan_runs, run_all, shard, write_report
 
 
 def main():
@@ -26,13 +29,14 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--report-dir", help="where the report goes (default: --out)")
     parser.add_argument("--report-only", action="store_true", help="collect, don't train")
+    parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run from the K-th")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
     args = parser.parse_args()
     args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     runs = plan_runs(args.out, args.variants, args.seeds, args.opts)
     start = time.time()
     if not args.report_only:
-        run_all(runs, args.config_file)
+        run_all(shard(runs, args.shard), args.config_file)
     results = collect(runs)
     finished = [s for seeds in results.values() for s in seeds]
     missing = [f"{r.variant}/seed{r.seed}" for r in runs if not r.done]

@@ -67,6 +67,15 @@ def plan_runs(study_dir, variants, seeds, extra_opts=()):
     ]
 
 
+def shard(runs, spec: str):
+    """The runs of shard ``"K/N"`` (K in 0..N-1): every N-th run from the K-th, so that N
+    processes (one per core or per GPU job) share a study without running a run twice."""
+    index, sep, count = spec.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"shard {spec!r}: expected K/N with 0 <= K < N, e.g. 0/2")
+    return runs[int(index) :: int(count)]
+
+
 def run_all(runs, config_file, python=sys.executable, log=print):
     """Run the unfinished runs one after another; a failed run stops the study."""
     for i, run in enumerate(runs, 1):

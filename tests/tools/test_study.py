@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from signsym_det.study import parse_variant, plan_runs
+from signsym_det.study import parse_variant, plan_runs, shard
 
 
 def test_parse_variant():
@@ -27,6 +27,11 @@ def test_plan_runs_rejects_duplicate_names(tmp_path):
     assert [(r.variant, r.seed) for r in runs] == [("bp", 0), ("fa", 0), ("bp", 1), ("fa", 1)]
     assert runs[3].output_dir == tmp_path / "fa" / "seed1"
     assert runs[3].opts[-2:] == ["SOLVER.MAX_ITER", "2"]
+    assert shard(runs, "0/2") == [runs[0], runs[2]] and shard(runs, "1/2") == [runs[1], runs[3]]
+    assert shard(runs, "0/1") == runs
+    for bad in ("2/2", "1", "a/2", "-1/2"):
+        with pytest.raises(ValueError, match="K/N"):
+            shard(runs, bad)
 
 
 def test_tiny_study_runs_reports_and_resumes(tmp_path, tiny_shapes_env, tiny_run, run_tool):
