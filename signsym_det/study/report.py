@@ -17,11 +17,12 @@ def collect(runs):
     results = defaultdict(list)
     for run in runs:
         metrics = run.output_dir / "metrics.json"
-        if not run.done or not metrics.is_file():
+        if not run.done:
             continue
-        records = read_metrics(metrics)
+        records = read_metrics(metrics) if metrics.is_file() else []
         evals = [r for r in records if "bbox/AP" in r]
-        if not evals:
+        diverged = run.diverged
+        if not evals and not diverged:
             continue
         angles = {
             f"{kind}/{part}": list(zip(*series(records, f"{kind}/{part}")))
@@ -33,7 +34,8 @@ def collect(runs):
             {
                 "seed": run.seed,
                 "minutes": done.get("seconds", float("nan")) / 60,
-                "final": {m: evals[-1][f"bbox/{m}"] for m in METRICS},
+                "diverged": diverged,
+                "final": None if diverged else {m: evals[-1][f"bbox/{m}"] for m in METRICS},
                 "ap_curve": [(r["iteration"], r["bbox/AP"]) for r in evals],
                 "angles": {k: v for k, v in angles.items() if v},
             }
@@ -47,22 +49,37 @@ def _mean_std(values):
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _converged(seeds):
+    """The runs of a variant that did not diverge."""
+    return [s for s in seeds if not s.get("diverged")]
+
+
 def table(results):
-    """Markdown: one row per variant, AP/AP50/AP75 mean ± std and final angles per part."""
-    head = ["variant", "seeds", *METRICS, *(f"∠(B,W) {p}" for p in PARTS), "min/run"]
+    """Markdown: one row per variant: runs, diverged runs, AP/AP50/AP75 mean ± std over the
+    runs that did not diverge, final angle(B, W) per part, minutes per run."""
+    head = ["variant", "runs", "diverged", *METRICS, *(f"∠(B,W) {p}" for p in PARTS), "min/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, seeds in results.items():
-        cells = [variant, str(len(seeds))]
-        cells += [_mean_std([s["final"][m] for s in seeds]) for m in METRICS]
+        ok = _converged(seeds)
+        cells = [variant, str(len(seeds)), str(len(seeds) - len(ok))]
+        cells += [_mean_std([s["final"][m] for s in ok]) if ok else "–" for m in METRICS]
         for part in PARTS:
             finals = [
                 s["angles"][f"weight_angle/{part}"][-1][1]
-                for s in seeds
+                for s in ok
                 if f"weight_angle/{part}" in s["angles"]
             ]
             cells.append(_mean_std(finals) if finals else "–")
         cells.append(f"{statistics.mean(s.get('minutes', float('nan')) for s in seeds):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    diverged = [
+        f"- {variant} seed {s['seed']}: {s['diverged']}"
+        for variant, seeds in results.items()
+        for s in seeds
+        if s.get("diverged")
+    ]
+    if diverged:
+        lines += ["", "Diverged runs (detectron2 stopped them on a non-finite loss):", *diverged]
     return "\n".join(lines)
 
 
@@ -79,7 +96,9 @@ def _plot_mean_curves(ax, curves, label):
 def plot_ap(results, out_png):
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, seeds in results.items():
-        _plot_mean_curves(ax, [s["ap_curve"] for s in seeds], variant)
+        ok = _converged(seeds)
+        if ok:
+            _plot_mean_curves(ax, [s["ap_curve"] for s in ok], variant)
     ax.set_xlabel("iteration")
     ax.set_ylabel("COCO box AP (mean over seeds)")
     ax.legend(fontsize=8)
@@ -98,7 +117,7 @@ def plot_angles(results, out_png):
         for ax, part in zip(row, PARTS):
             for variant, seeds in results.items():
                 key = f"{kind}/{part}"
-                curves = [s["angles"][key] for s in seeds if key in s["angles"]]
+                curves = [s["angles"][key] for s in _converged(seeds) if key in s["angles"]]
                 if curves:
                     _plot_mean_curves(ax, curves, variant)
             ax.set_title(f"{title}: {part}", fontsize=9)

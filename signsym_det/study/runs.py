@@ -1,5 +1,9 @@
 """Plan and run the jobs of a study; a finished run (``done.json`` present) is never rerun.
 
+A run that diverges (detectron2 stops it with a FloatingPointError: loss infinite or NaN) is a
+result, not a crash: ``done.json`` records ``"diverged"`` with the error line and the study
+goes on. Any other failure stops the study.
+
 Each run is ``tools/train_net.py --config-file BASE OUTPUT_DIR <study>/<variant>/seed<k>
 SEED k MODEL.FEEDBACK.SEED k <variant opts>``: on a cluster, each can be its own job.
 """
@@ -11,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from ..feedback import get_rule
 
@@ -28,6 +33,21 @@ class Run:
     @property
     def done(self) -> bool:
         return (self.output_dir / DONE).is_file()
+
+    @property
+    def diverged(self) -> Optional[str]:
+        """The error line of a run stopped by a non-finite loss, else None."""
+        if not self.done:
+            return None
+        return json.loads((self.output_dir / DONE).read_text()).get("diverged")
+
+
+def divergence(log_file: Path) -> Optional[str]:
+    """The FloatingPointError line of a training log, if the run stopped on one."""
+    if not log_file.is_file():
+        return None
+    lines = log_file.read_text(errors="replace").splitlines()
+    return next((line for line in reversed(lines) if "FloatingPointError:" in line), None)
 
 
 def parse_variant(text):
@@ -90,17 +110,19 @@ def run_all(runs, config_file, python=sys.executable, log=print):
         action = "resuming" if resume else "training"
         log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: {action}")
         start = time.time()
-        with open(run.output_dir / "study_stdout.log", "a") as out:
+        stdout = run.output_dir / "study_stdout.log"
+        with open(stdout, "a") as out:
             code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
-        if code != 0:
-            raise RuntimeError(
-                f"{run.variant} seed {run.seed} failed (exit {code}); "
-                f"see {run.output_dir / 'study_stdout.log'}"
-            )
+        diverged = divergence(stdout) if code != 0 else None
+        if code != 0 and diverged is None:
+            raise RuntimeError(f"{run.variant} seed {run.seed} failed (exit {code}); see {stdout}")
+        if diverged:
+            log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: DIVERGED: {diverged}")
         info = {
             "variant": run.variant,
             "seed": run.seed,
             "seconds": time.time() - start,
             "command": cmd,
+            "diverged": diverged,
         }
         (run.output_dir / DONE).write_text(json.dumps(info, indent=1))

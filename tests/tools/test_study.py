@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from signsym_det.study import parse_variant, plan_runs, shard
+from signsym_det.study import collect, parse_variant, plan_runs, run_all, shard
+from signsym_det.study.report import table
 
 
 def test_parse_variant():
@@ -63,3 +64,48 @@ def test_tiny_study_runs_reports_and_resumes(tmp_path, tiny_shapes_env, tiny_run
 
     again = run_tool(tiny_shapes_env, *study)
     assert again.count("done, skipped") == 2
+
+
+def _fake_python(tmp_path, body):
+    """An executable standing in for python: runs ``body`` (sh) whatever the arguments."""
+    script = tmp_path / "fake_python"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path):
+    runs = plan_runs(tmp_path / "study", ["fa", "bp"], [0])
+    line = "FloatingPointError: Loss became infinite or NaN at iteration=41!"
+    python = _fake_python(tmp_path, f"echo 'Traceback'; echo '{line}'; exit 1")
+    messages = []
+    run_all(runs, "cfg.yaml", python=python, log=messages.append)
+    assert [r.diverged for r in runs] == [line, line] and all(r.done for r in runs)
+    assert any("DIVERGED" in m for m in messages)
+    results = collect(runs)
+    assert results["fa"][0]["final"] is None and results["fa"][0]["diverged"] == line
+    report = table(results)
+    assert "| fa | 1 | 1 | – | – | – |" in report and f"fa seed 0: {line}" in report
+
+
+def test_a_crash_stops_the_study(tmp_path):
+    runs = plan_runs(tmp_path / "study", ["fa", "bp"], [0])
+    python = _fake_python(tmp_path, "echo 'ValueError: bad config'; exit 1")
+    with pytest.raises(RuntimeError, match="fa seed 0 failed"):
+        run_all(runs, "cfg.yaml", python=python, log=lambda message: None)
+    assert not runs[0].done and not runs[1].done
+
+
+def test_report_averages_converged_runs_only(tmp_path):
+    runs = plan_runs(tmp_path / "study", ["fa"], [0, 1])
+    for run, ap in zip(runs, (10.0, None)):
+        run.output_dir.mkdir(parents=True)
+        record = {"iteration": 99, "bbox/AP": 1.0, "bbox/AP50": 2.0, "bbox/AP75": 0.5}
+        if ap is not None:
+            record.update({"bbox/AP": ap, "bbox/AP50": 20.0, "bbox/AP75": 5.0})
+        (run.output_dir / "metrics.json").write_text(json.dumps(record) + "\n")
+        diverged = None if ap is not None else "FloatingPointError: at iteration=60"
+        done = {"seconds": 120.0, "diverged": diverged}
+        (run.output_dir / "done.json").write_text(json.dumps(done))
+    row = table(collect(runs)).splitlines()[2]
+    assert row.startswith("| fa | 2 | 1 | 10.0 | 20.0 | 5.0 |") and row.endswith("| 2 |")
