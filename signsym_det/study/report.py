@@ -2,6 +2,7 @@
 report: a markdown table (mean ± std over seeds), PNG plots and the raw JSON."""
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -10,6 +11,11 @@ from ..utils.plots import plt, read_metrics, series
 
 METRICS = ("AP", "AP50", "AP75")
 PARTS = ("backbone", "fpn", "head", "predictor")
+
+
+def _ap(value):
+    """COCOEvaluator reports NaN when the model detects nothing at all: that AP is 0."""
+    return 0.0 if value is None or math.isnan(value) else value
 
 
 def collect(runs):
@@ -35,8 +41,8 @@ def collect(runs):
                 "seed": run.seed,
                 "minutes": done.get("seconds", float("nan")) / 60,
                 "diverged": diverged,
-                "final": None if diverged else {m: evals[-1][f"bbox/{m}"] for m in METRICS},
-                "ap_curve": [(r["iteration"], r["bbox/AP"]) for r in evals],
+                "final": None if diverged else {m: _ap(evals[-1][f"bbox/{m}"]) for m in METRICS},
+                "ap_curve": [(r["iteration"], _ap(r["bbox/AP"])) for r in evals],
                 "angles": {k: v for k, v in angles.items() if v},
             }
         )

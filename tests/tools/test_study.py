@@ -100,12 +100,14 @@ def test_report_averages_converged_runs_only(tmp_path):
     runs = plan_runs(tmp_path / "study", ["fa"], [0, 1])
     for run, ap in zip(runs, (10.0, None)):
         run.output_dir.mkdir(parents=True)
-        record = {"iteration": 99, "bbox/AP": 1.0, "bbox/AP50": 2.0, "bbox/AP75": 0.5}
+        record = {"iteration": 99, "bbox/AP": float("nan"), "bbox/AP50": 2.0, "bbox/AP75": 0.5}
         if ap is not None:
             record.update({"bbox/AP": ap, "bbox/AP50": 20.0, "bbox/AP75": 5.0})
         (run.output_dir / "metrics.json").write_text(json.dumps(record) + "\n")
         diverged = None if ap is not None else "FloatingPointError: at iteration=60"
         done = {"seconds": 120.0, "diverged": diverged}
         (run.output_dir / "done.json").write_text(json.dumps(done))
-    row = table(collect(runs)).splitlines()[2]
+    results = collect(runs)
+    assert results["fa"][1]["ap_curve"] == [(99, 0.0)]  # NaN: no detections at all
+    row = table(results).splitlines()[2]
     assert row.startswith("| fa | 2 | 1 | 10.0 | 20.0 | 5.0 |") and row.endswith("| 2 |")
