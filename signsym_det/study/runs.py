@@ -6,6 +6,10 @@ goes on. Any other failure stops the study.
 
 Each run is ``tools/train_net.py --config-file BASE OUTPUT_DIR <study>/<variant>/seed<k>
 SEED k MODEL.FEEDBACK.SEED k <variant opts>``: on a cluster, each can be its own job.
+
+A run's time (``done.json`` ``"seconds"``) sums all its invocations: while it trains, the
+runner rewrites ``elapsed.json`` every minute, so a killed and resumed run loses at most a
+minute of its count.
 """
 
 import json
@@ -17,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..checkpoint.io import atomic_write_text
 from ..feedback import get_rule
 
 TRAIN_NET = Path(__file__).resolve().parents[2] / "tools" / "train_net.py"
 DONE = "done.json"
+ELAPSED = "elapsed.json"
+HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass
@@ -40,6 +47,38 @@ class Run:
         if not self.done:
             return None
         return json.loads((self.output_dir / DONE).read_text()).get("diverged")
+
+
+def _elapsed_before(output_dir: Path) -> float:
+    """Seconds spent on a run by earlier (interrupted) invocations."""
+    try:
+        return float(json.loads((output_dir / ELAPSED).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _call_timed(cmd, stdout, output_dir: Path, heartbeat=HEARTBEAT_SECONDS):
+    """Run ``cmd``, keeping ``elapsed.json`` = earlier invocations' seconds + this one's so far;
+    returns (exit code, total seconds)."""
+    before, start = _elapsed_before(output_dir), time.time()
+
+    def record():
+        seconds = before + time.time() - start
+        atomic_write_text(json.dumps({"seconds": seconds}), output_dir / ELAPSED)
+        return seconds
+
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, env=os.environ)
+    while True:
+        try:
+            code = proc.wait(timeout=heartbeat)
+            return code, record()
+        except subprocess.TimeoutExpired:
+            record()
+        except BaseException:  # Ctrl-C or the runner killed: stop the training job too
+            proc.kill()
+            proc.wait()
+            record()
+            raise
 
 
 def divergence(log_file: Path) -> Optional[str]:
@@ -109,10 +148,9 @@ def run_all(runs, config_file, python=sys.executable, log=print):
         cmd += ["OUTPUT_DIR", str(run.output_dir), *run.opts]
         action = "resuming" if resume else "training"
         log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: {action}")
-        start = time.time()
         stdout = run.output_dir / "study_stdout.log"
         with open(stdout, "a") as out:
-            code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+            code, seconds = _call_timed(cmd, out, run.output_dir)
         diverged = divergence(stdout) if code != 0 else None
         if code != 0 and diverged is None:
             raise RuntimeError(f"{run.variant} seed {run.seed} failed (exit {code}); see {stdout}")
@@ -121,7 +159,7 @@ def run_all(runs, config_file, python=sys.executable, log=print):
         info = {
             "variant": run.variant,
             "seed": run.seed,
-            "seconds": time.time() - start,
+            "seconds": seconds,
             "command": cmd,
             "diverged": diverged,
         }

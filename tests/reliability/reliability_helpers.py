@@ -1,24 +1,6 @@
-"""Helpers of the reliability tests: subprocess runs and exact checkpoint comparison."""
-
-import subprocess
-import sys
-from pathlib import Path
+"""Helpers of the reliability tests: exact checkpoint comparison."""
 
 import torch
-
-ROOT = Path(__file__).parents[2]
-
-
-def run_python(env, *args, timeout=300):
-    """``python <args>`` in the repo root; the CompletedProcess (output as text)."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def differences(a, b, where="checkpoint", rtol=0.0, atol=0.0):

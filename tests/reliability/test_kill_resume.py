@@ -17,7 +17,8 @@ too, so it is not the rules; everything else is compared bit for bit.
 import signal
 
 import torch
-from reliability_helpers import differences, run_python
+from reliability_helpers import differences
+from repo_process import run_python
 
 CONFIG = "configs/Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml"
 OPTS = (

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_process import run_python
 
 ROOT = Path(__file__).parents[2]
 
@@ -42,13 +43,6 @@ def run_tool():
 
 
 def _run_tool(env, *args, timeout=400):
-    proc = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = run_python(env, *args, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr

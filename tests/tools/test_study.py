@@ -6,6 +6,7 @@ import pytest
 
 from signsym_det.study import collect, parse_variant, plan_runs, run_all, shard
 from signsym_det.study.report import table
+from signsym_det.study.runs import _call_timed
 
 
 def test_parse_variant():
@@ -111,3 +112,24 @@ def test_report_averages_converged_runs_only(tmp_path):
     assert results["fa"][1]["ap_curve"] == [(99, 0.0)]  # NaN: no detections at all
     row = table(results).splitlines()[2]
     assert row.startswith("| fa | 2 | 1 | 10.0 | 20.0 | 5.0 |") and row.endswith("| 2 |")
+
+
+def test_a_resumed_run_counts_the_time_of_every_invocation(tmp_path):
+    (run,) = plan_runs(tmp_path / "study", ["fa"], [0])
+    run.output_dir.mkdir(parents=True)
+    (run.output_dir / "last_checkpoint").write_text("model_0000499.pth")  # interrupted once
+    (run.output_dir / "elapsed.json").write_text(json.dumps({"seconds": 100.0}))
+    run_all([run], "cfg.yaml", python=_fake_python(tmp_path, "sleep 0.3"), log=print)
+    seconds = json.loads((run.output_dir / "done.json").read_text())["seconds"]
+    assert 100.3 <= seconds < 130
+
+
+def test_elapsed_time_is_on_disk_while_the_run_trains(tmp_path):
+    """Written every heartbeat, so that a run killed mid-way keeps the time it had spent."""
+    seen = tmp_path / "seen.json"
+    body = f"sleep 0.5; cat {tmp_path / 'elapsed.json'} > {seen}"
+    with open(tmp_path / "out.log", "w") as out:
+        code, seconds = _call_timed([_fake_python(tmp_path, body)], out, tmp_path, heartbeat=0.1)
+    assert code == 0 and 0.5 <= seconds < 30
+    assert 0.2 <= json.loads(seen.read_text())["seconds"] <= seconds
+    assert json.loads((tmp_path / "elapsed.json").read_text())["seconds"] == seconds
