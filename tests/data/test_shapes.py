@@ -57,13 +57,16 @@ def test_coco_json_is_valid(dataset):
         assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(SHAPE_CLASSES)
         anns = coco.loadAnns(coco.getAnnIds())
         assert len(anns) == dataset[f"num_{split}_objects"] >= dataset[f"num_{split}"]
+        objects_per_image = []
         for img in coco.loadImgs(coco.getImgIds()):
             assert Image.open(Path(dataset[f"{split}_dir"]) / img["file_name"]).size == (
                 img["width"],
                 img["height"],
             )
-            n = len(coco.getAnnIds(imgIds=img["id"]))
-            assert 1 <= n <= 6
+            objects_per_image.append(len(coco.getAnnIds(imgIds=img["id"])))
+        params = resolve_params(seed=3, **SMALL)
+        assert min(objects_per_image) >= params["min_objects"], objects_per_image
+        assert max(objects_per_image) <= params["max_objects"], objects_per_image
         for a in anns:
             x, y, w, h = a["bbox"]
             assert w > 0 and h > 0 and x >= 0 and y >= 0
