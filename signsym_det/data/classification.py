@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .atomic import write_dir_atomically
 from .shapes import FORMAT_VERSION as SHAPES_FORMAT_VERSION
 from .shapes import SHAPE_CLASSES, render_sample, resolve_params
 
@@ -129,6 +128,10 @@ def read_classification_manifest(root: str | os.PathLike) -> dict | None:
     return manifest
 
 
+def _is_generated(root: Path) -> bool:
+    return read_classification_manifest(root) is not None
+
+
 def _write(root: Path, params: dict) -> dict:
     counts = {}
     for split in SPLITS:
@@ -154,27 +157,15 @@ def generate_classification_dataset(out_dir: str | os.PathLike, **kwargs) -> dic
     """Write the set to ``out_dir`` (built in a temporary sibling, then renamed into place).
 
     Keyword arguments: see :func:`classification_params`. Only an empty directory or a
-    previously generated classification set is replaced; anything else: FileExistsError.
+    previously generated classification set is replaced, and only by a complete new one;
+    anything else: FileExistsError.
     Returns the manifest plus ``"root"``.
     """
     params = classification_params(**kwargs)
     out = Path(out_dir).absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if read_classification_manifest(out) is None:
-            raise FileExistsError(
-                f"{out} exists and is not a generated shapes classification set: refusing to "
-                "overwrite it"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
-        manifest = _write(tmp, params)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    manifest = write_dir_atomically(
+        out, lambda tmp: _write(tmp, params), _is_generated, "shapes classification set"
+    )
     return {**manifest, "root": str(out)}
 
 
@@ -184,8 +175,3 @@ def ensure_classification_dataset(root: str | os.PathLike, **kwargs) -> dict:
     if manifest is not None and manifest.get("params") == classification_params(**kwargs):
         return {**manifest, "root": str(Path(root).absolute()), "generated": False}
     return {**generate_classification_dataset(root, **kwargs), "generated": True}
-
-
-def classification_root() -> Path:
-    """Default location: ``$DETECTRON2_DATASETS/shapes_classification`` (``datasets/``)."""
-    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")) / "shapes_classification"

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .atomic import check_replaceable, write_dir_atomically
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "ring", "cross", "diamond")
 FORMAT_NAME = "signsym_det.shapes"
@@ -332,14 +332,11 @@ def _dump_json(path: Path, obj) -> None:
 
 def check_target_dir(out_dir: str | os.PathLike) -> None:
     """Refuse to touch ``out_dir`` if it holds anything but a generated dataset."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and read_manifest(out) is None:
-        raise FileExistsError(
-            f"{out} exists, is not empty and has no {MANIFEST_NAME} of a generated shapes "
-            "dataset: refusing to overwrite it (choose another directory)"
-        )
+    check_replaceable(out_dir, _is_generated, "shapes dataset")
+
+
+def _is_generated(root: Path) -> bool:
+    return read_manifest(root) is not None
 
 
 def generate_detection_dataset(
@@ -378,13 +375,8 @@ def generate_detection_dataset(
         max_occlusion=max_occlusion,
         clutter=clutter,
     )
-    out = Path(out_dir).absolute()
-    check_target_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is ordinary data
-    old = None
-    try:
+
+    def write(tmp: Path) -> dict:
         counts = {f"{s}_objects": _write_split(tmp, s, params) for s in SPLITS}
         counts.update({f"{s}_images": params[f"num_{s}"] for s in SPLITS})
         manifest = dict(
@@ -395,16 +387,10 @@ def generate_detection_dataset(
             counts=counts,
         )
         _dump_json(tmp / MANIFEST_NAME, manifest)
-        check_target_dir(out)  # re-check: something may have appeared meanwhile
-        if out.is_dir() and read_manifest(out) is not None:
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "data")
-        os.replace(tmp, out)  # also fine onto an empty directory
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return summary(out, manifest)
+        return manifest
+
+    manifest = write_dir_atomically(out_dir, write, _is_generated, "shapes dataset")
+    return summary(out_dir, manifest)
 
 
 def save_preview(
