@@ -1,13 +1,8 @@
-"""Shared by the reliability tests: one torch thread, a one-image shapes set."""
+"""Shared by the reliability tests: a one-image shapes set (one torch thread: tests/conftest.py)."""
 
 import os
 
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    """Every test here runs torch on one thread (tests/conftest.py)."""
 
 
 @pytest.fixture
