@@ -123,7 +123,7 @@ def check_weights_only(path: str | os.PathLike, name: str | os.PathLike | None =
 
 def _refused(error: pickle.UnpicklingError) -> str:
     """What in a file the weights-only reader refused, from its error."""
-    found = re.search(r"(?:Unsupported|unsupported) GLOBAL:? (\S+)", str(error))
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL:? (\S+)", str(error))
     detail = re.search(r"(Unsupported operand \d+)", str(error))
     if found:
         return f"references the global {found.group(1)}"
