@@ -1,8 +1,9 @@
 """Checkpoint files: atomic writes and weights-only reads.
 
 Our files hold only tensors and plain Python values (dict/list/str/int/float/bool/None), so
-``torch.load(path, weights_only=True)`` reads them; :func:`check_plain` enforces that before
-anything is written.
+``torch.load(path, weights_only=True)`` reads them: :func:`atomic_save` checks the object
+(:func:`check_plain`) before writing it; :class:`AtomicLocalWrites` (a checkpointer's path
+manager) checks the written file (:func:`check_weights_only`) before putting it in place.
 """
 
 from __future__ import annotations
