@@ -1,17 +1,20 @@
 """Checkpoint files: atomic writes and weights-only reads.
 
 Our files hold only tensors and plain Python values (dict/list/str/int/float/bool/None), so
-``torch.load(path, weights_only=True)`` reads them; :func:`check_plain` enforces that before
-anything is written.
+``torch.load(path, weights_only=True)`` reads them: :func:`atomic_save` checks the object
+(:func:`check_plain`) before writing it; :class:`AtomicLocalWrites` (a checkpointer's path
+manager) checks the written file (:func:`check_weights_only`) before putting it in place.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import re
 import tempfile
 import zipfile
+from contextlib import contextmanager
 
 import torch
 
@@ -41,37 +44,93 @@ def check_plain(obj, where: str = "checkpoint") -> None:
 def atomic_save(obj: dict, path: str | os.PathLike) -> str:
     """torch.save ``obj`` to a temporary file next to ``path``, then os.replace it into place."""
     check_plain(obj)
-
-    def write(f):
+    with atomic_open(path, "wb") as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-    return _atomic_write(path, "wb", write)
+    return os.fspath(path)
 
 
-def _atomic_write(path: str | os.PathLike, mode: str, write) -> str:
-    """``write(file)`` into a temporary file next to ``path``, then os.replace it into place;
-    a failure (or kill) leaves ``path`` as it was and no temporary file behind."""
+def atomic_write_text(text: str, path: str | os.PathLike) -> str:
+    """Write ``text`` to a temporary file next to ``path``, then os.replace it into place."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return os.fspath(path)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", check=None):
+    """A file for writing ``path``, opened at a temporary name next to it; on a clean exit
+    it is synced to disk, checked (``check(temporary path)``, if given) and os.replace'd into
+    place. A failure leaves ``path`` as it was and no temporary file; a kill leaves ``path``
+    as it was (and the temporary file: see :class:`AtomicLocalWrites`)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    handle, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), dir=directory)
     try:
         with os.fdopen(handle, mode) as f:
-            write(f)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
 
 
-def atomic_write_text(text: str, path: str | os.PathLike) -> str:
-    """Write ``text`` to a temporary file next to ``path``, then os.replace it into place."""
-    return _atomic_write(path, "w", lambda f: f.write(text))
+def _temporary_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}."
+
+
+class AtomicLocalWrites:
+    """A path manager (iopath's interface) whose writes to local files are atomic
+    (:func:`atomic_open`; a binary file must be readable weights-only, else TypeError and
+    nothing is written); reads, URLs and everything else are ``path_manager``'s.
+
+    Opening ``path`` for writing first removes the temporary files of earlier writes of
+    ``path`` that were killed (one writer per file, as a checkpointer).
+    """
+
+    def __init__(self, path_manager):
+        self.path_manager = path_manager
+
+    def open(self, path, mode: str = "r", **kwargs):
+        if "w" not in mode or "://" in str(path):
+            return self.path_manager.open(path, mode, **kwargs)
+        stale = os.path.join(os.path.dirname(path), _temporary_prefix(path))
+        for name in glob.glob(glob.escape(stale) + "*"):
+            os.remove(name)
+        check = (lambda tmp: check_weights_only(tmp, path)) if "b" in mode else None
+        return atomic_open(path, mode, check)
+
+    def __getattr__(self, name):  # exists, ls, isfile, rm, get_local_path, ...
+        return getattr(self.path_manager, name)
+
+
+def check_weights_only(path: str | os.PathLike, name: str | os.PathLike | None = None) -> None:
+    """TypeError naming ``name`` (default ``path``) unless torch.load(weights_only=True) reads
+    the file at ``path`` (tensor storages are memory-mapped, not read)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise TypeError(
+            f"{name or path}: not saved: it {_refused(error)}; checkpoints hold only tensors "
+            "and plain values so that torch.load(..., weights_only=True) reads them"
+        ) from None
+
+
+def _refused(error: pickle.UnpicklingError) -> str:
+    """What in a file the weights-only reader refused, from its error."""
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL:? (\S+)", str(error))
+    detail = re.search(r"(Unsupported operand \d+)", str(error))
+    if found:
+        return f"references the global {found.group(1)}"
+    if detail:
+        return f"is pickle data the weights-only reader refuses ({detail.group(1)})"
+    return "references Python objects"
 
 
 class CheckpointReadError(ValueError):
@@ -97,17 +156,8 @@ def load_weights_only(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as error:
         if "Weights only load failed" not in str(error):
             raise CheckpointReadError(_unreadable(path, error)) from None
-        found = re.search(r"(?:Unsupported|unsupported) GLOBAL:? (\S+)", str(error))
-        detail = re.search(r"(Unsupported operand \d+)", str(error))
-        what = (
-            f"references the global {found.group(1)}"
-            if found
-            else f"is pickle data the weights-only reader refuses ({detail.group(1)})"
-            if detail
-            else "references Python objects"
-        )
         raise UnsafeCheckpointError(
-            f"{path}: refused to load: it {what}, not just tensors and plain "
+            f"{path}: refused to load: it {_refused(error)}, not just tensors and plain "
             "values, and unpickling it could execute arbitrary code (torch.load "
             "weights_only=True). Do not load it with weights_only=False unless you trust "
             "its source; re-save trusted weights as a plain state dict."

@@ -10,6 +10,8 @@ Accepted inputs (read weights-only):
   ``module.``;
 * an already converted file (``"layout": "detectron2"``): returned as it is.
 
+:func:`read_checkpoint` reads any ``.pth`` file into detectron2's form (converting these).
+
 The output is ``{"model": detectron2-named backbone tensors, "__author__": "signsym_det",
 "matching_heuristics": True, "layout": "detectron2", "feedback": {...} (if known),
 "source": {...}, "dropped": [...]}``: ``DetectionCheckpointer`` loads it (its name
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import torch
 
 from ..feedback import get_rule
@@ -187,3 +190,44 @@ def convert_pretrained(
     checkpoint = to_detectron2(load_weights_only(source), rule=rule, source=source)
     atomic_save(checkpoint, out_path)
     return checkpoint
+
+
+def read_checkpoint(path: str) -> dict:
+    """A ``.pth`` file as detectron2 loads it: ``{"model": state dict, ...}``, read
+    weights-only; a torchvision-layout ResNet (any form above) is converted in memory."""
+    loaded = load_weights_only(path)
+    if not isinstance(loaded, dict):
+        raise ValueError(
+            f"{path}: unknown checkpoint layout: a {type(loaded).__name__}, not a dict "
+            "(expected a state dict or {'model': state dict, ...})"
+        )
+    if loaded.get("layout") == "detectron2":
+        return loaded
+    inner = loaded.get("model", loaded.get("state_dict", loaded))
+    if isinstance(inner, dict) and is_torchvision_resnet(inner.keys()):
+        logger.info("%s is a torchvision-layout ResNet: converting it in memory", path)
+        return to_detectron2(loaded, source=path)
+    return loaded if "model" in loaded else {"model": loaded}
+
+
+def check_model_layout(checkpoint, path: str) -> None:
+    """ValueError naming ``path`` unless ``checkpoint["model"]`` maps names to arrays."""
+    model = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    bad = None
+    if not isinstance(model, dict):
+        bad = f"'model' is a {type(model).__name__}, not a dict"
+    else:
+        bad = next(
+            (
+                f"{key!r} is a {type(value).__name__}"
+                for key, value in model.items()
+                if not isinstance(key, str) or not isinstance(value, (torch.Tensor, np.ndarray))
+            ),
+            None,
+        )
+    if bad is not None:
+        keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else []
+        raise ValueError(
+            f"{path}: unknown checkpoint layout: {bad} (top-level keys {keys}); expected a "
+            "state dict of tensors, or one under 'model' (detectron2) or 'state_dict'"
+        )

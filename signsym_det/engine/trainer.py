@@ -1,4 +1,5 @@
-"""``FeedbackTrainer``: detectron2's DefaultTrainer + COCO evaluation + alignment logging."""
+"""``FeedbackTrainer``: detectron2's DefaultTrainer + COCO evaluation + alignment logging,
+checked checkpoints and a complete training state on resume."""
 
 import os
 
@@ -8,6 +9,34 @@ from detectron2.evaluation import COCOEvaluator
 from ..checkpoint.feedback_checkpointer import FeedbackCheckpointer
 from .alignment_hook import AlignmentHook, unwrap
 from .nonfinite import NonFiniteGradientError, describe, install_gradient_check
+
+#: Float training state kept as plain model attributes (not in state_dict): RetinaNet's moving
+#: average of the number of foreground anchors, which scales its losses (created at the first
+#: forward, so a resumed run would restart it from its initial value).
+MODEL_ATTRIBUTES = ("loss_normalizer",)
+
+
+class ModelAttributes:
+    """Checkpointable view of a model's :data:`MODEL_ATTRIBUTES`: the ones it has, as floats."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        return {
+            a: float(getattr(self.model, a)) for a in MODEL_ATTRIBUTES if hasattr(self.model, a)
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            if name in MODEL_ATTRIBUTES:
+                setattr(self.model, name, value)
+
+
+def holds_optimizer(trainer_state: dict) -> bool:
+    """Whether a DefaultTrainer state carries the optimizer's (later detectron2 versions: under
+    ``_trainer``; v0.6: not at all)."""
+    return "optimizer" in trainer_state or "optimizer" in trainer_state.get("_trainer", {})
 
 
 class FeedbackTrainer(DefaultTrainer):
@@ -20,6 +49,10 @@ class FeedbackTrainer(DefaultTrainer):
     of ``build_hooks`` (same model, directory and checkpointables) is the last moment before
     any hook holds it, so ``resume_or_load`` (cfg.MODEL.WEIGHTS or resume), periodic saves
     and the final save all use the FeedbackCheckpointer.
+
+    What a resumed run needs beyond detectron2 v0.6's checkpoint is checkpointed with it:
+    the optimizer (SGD momentum) as ``"optimizer"`` unless the trainer's own state holds it,
+    and :data:`MODEL_ATTRIBUTES` as ``"model_attributes"``.
     """
 
     def __init__(self, cfg):
@@ -49,7 +82,7 @@ class FeedbackTrainer(DefaultTrainer):
 
     def build_hooks(self):
         if not isinstance(self.checkpointer, FeedbackCheckpointer):
-            self.checkpointer = FeedbackCheckpointer.replacing(self.checkpointer)
+            self.checkpointer = self._feedback_checkpointer(self.checkpointer)
         ret = super().build_hooks()
         fb = self.cfg.MODEL.FEEDBACK
         alignment = AlignmentHook(fb.ALIGNMENT_PERIOD, fb.GRADIENT_ALIGNMENT_PERIOD)
@@ -57,3 +90,17 @@ class FeedbackTrainer(DefaultTrainer):
         writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
         ret.insert(writers[0] if writers else len(ret), alignment)
         return ret
+
+    def _feedback_checkpointer(self, checkpointer):
+        """A FeedbackCheckpointer with ``checkpointer``'s model, directory and objects, and
+        the resume state detectron2's trainer state lacks."""
+        extra = {"model_attributes": ModelAttributes(checkpointer.model)}
+        if not holds_optimizer(self.state_dict()):
+            extra["optimizer"] = self.optimizer
+        return FeedbackCheckpointer(
+            checkpointer.model,
+            checkpointer.save_dir,
+            save_to_disk=checkpointer.save_to_disk,
+            **checkpointer.checkpointables,
+            **extra,
+        )

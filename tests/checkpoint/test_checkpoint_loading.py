@@ -40,6 +40,7 @@ def save_torchvision(tmp_path, arch, name="tv.pth"):
     return str(atomic_save(getattr(torchvision.models, arch)().state_dict(), tmp_path / name))
 
 
+@pytest.mark.slow  # trains a classifier (2 iterations)
 @pytest.mark.parametrize("rule", ["fa", "frsf"])
 def test_fixed_feedback_survives_pretrain_convert_load(tmp_path, caplog, rule):
     out = tiny_pretrain(tmp_path, rule)

@@ -63,6 +63,43 @@ def test_crash_while_tagging_keeps_the_previous_tag(tmp_path, monkeypatch):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
 
+class Opaque:
+    """A Python object: the weights-only reader refuses it."""
+
+
+def test_a_value_weights_only_cannot_read_is_not_saved(tmp_path):
+    ckpt = checkpointer(tmp_path)
+    ckpt.save("model_0000004", iteration=4)
+    with pytest.raises(TypeError, match=r"model_0000009.pth: not saved: .*global .*Opaque"):
+        ckpt.save("model_0000009", iteration=9, payload=Opaque())
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000004.pth"]
+
+
+def test_stale_temporary_file_of_a_killed_write_is_removed(tmp_path):
+    stale = tmp_path / ".model_0000004.pth.abc123"
+    other = tmp_path / ".model_0000005.pth.abc123"
+    stale.write_bytes(b"PK half")
+    other.write_bytes(b"PK half")
+    checkpointer(tmp_path).save("model_0000004", iteration=4)
+    assert not stale.exists() and other.exists()  # only the same file's
+
+
+def test_load_takes_fvcores_arguments(tmp_path):
+    ckpt = checkpointer(tmp_path)
+    ckpt.model(torch.randn(2, 3, 8, 8)).sum().backward()
+    ckpt.checkpointables["optimizer"].step()
+    ckpt.save("model_0000001", iteration=1)
+    path = str(tmp_path / "model_0000001.pth")
+    fresh = checkpointer(tmp_path)
+    assert "optimizer" in fresh.load(path, checkpointables=[])  # returned, not loaded
+    assert not fresh.checkpointables["optimizer"].state_dict()["state"]
+    assert "optimizer" not in fresh.load(path, ["optimizer"])
+    assert fresh.checkpointables["optimizer"].state_dict()["state"]
+    with pytest.raises(TypeError):
+        fresh.load(path, None, "extra")
+
+
 def test_optimizer_state_is_saved(tmp_path):
     ckpt = checkpointer(tmp_path)
     ckpt.model(torch.randn(2, 3, 8, 8)).sum().backward()

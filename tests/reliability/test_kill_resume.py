@@ -16,6 +16,7 @@ too, so it is not the rules; everything else is compared bit for bit.
 
 import signal
 
+import pytest
 import torch
 from reliability_helpers import differences
 from repo_process import run_python
@@ -33,6 +34,8 @@ FA_B = "backbone.bottom_up.res3.0.conv1.feedback_weight"
 KP_B = "backbone.fpn_output3.feedback_weight"
 BRSF_STEP = "head.cls_subnet.0.feedback_step"
 FRSF_M = "head.cls_score.feedback_weight"
+
+pytestmark = pytest.mark.slow  # three training subprocesses
 
 
 def load(path):
