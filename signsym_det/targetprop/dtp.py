@@ -58,7 +58,7 @@ def output_error(output: Tensor, labels: Tensor, num_classes: int) -> Tensor:
 
 
 def forward_states(net: TargetPropNet, x: Tensor) -> tuple:
-    """``(states, predictions)``: detached ``h_0..h_L`` and each ``f_l(h_l.detach())`` with graph."""
+    """``(states, predictions)``: detached ``h_0..h_L``; each ``f_l(h_l)`` with its graph."""
     states, predictions = [x.detach()], []
     for layer in net.layers:
         predictions.append(layer(states[-1]))
@@ -133,7 +133,7 @@ def make_dtp_optimizers(
     inverse_lr: PerLayer,
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
 ) -> tuple:
-    """``(forward, inverse)``: one optimizer per layer ``{l: opt}``, per used inverse ``{l: opt}``."""
+    """``(forward, inverse)``: ``{l: optimizer}`` per layer and per used inverse."""
     forward_lrs = _per_layer(forward_lr, list(range(len(net.layers))), "forward_lr")
     inverse_lrs = _per_layer(inverse_lr, inverse_layers(net, variant), "inverse_lr")
     forward = {i: optimizer(net.layers[i].parameters(), lr=lr) for i, lr in forward_lrs.items()}

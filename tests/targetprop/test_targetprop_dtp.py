@@ -66,7 +66,9 @@ def test_inverse_loss_falls_on_a_fixed_layer():
     before = [p.detach().clone() for p in layer.parameters()]
     optimizer = torch.optim.Adam(inverse.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
-    losses = [train_inverse(layer, inverse, inputs, optimizer, 0.1, 1, generator) for _ in range(80)]
+    losses = [
+        train_inverse(layer, inverse, inputs, optimizer, 0.1, 1, generator) for _ in range(80)
+    ]
     assert losses[0] == pytest.approx(float(independent_first), rel=1e-5)
     assert sum(losses[-10:]) / 10 < 0.5 * losses[0]
     assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
