@@ -4,7 +4,8 @@ Notation: ``h_0 = x``, ``h_{l+1} = f_l(h_l)`` with ``f_l = net.layers[l]``, ``g_
 ``L`` layers, ``e = softmax(h_L[:, :K]) - onehot(y)`` = dL/dh_L per sample (0 on auxiliary units),
 L the cross-entropy summed over the batch (so a sample's target does not depend on batch size).
 
-* output target ``t_L = h_L - beta * e`` (auxiliary units: their own values);
+* output target ``t_L = h_L - beta * e``; AO-SDTP's auxiliary units get their own values as
+  targets (and no weight gradient: a fixed random projection of h_{L-1} that g_{L-1} inverts);
 * ``"dtp"``: ``t_{L-1} = h_{L-1} - beta * dL/dh_{L-1}`` (autograd through f_{L-1});
   ``"sdtp"`` / ``"ao_sdtp"``: ``t_{L-1} = h_{L-1} + g_{L-1}(t_L) - g_{L-1}(h_L)``, no autograd;
 * below: ``t_l = h_l + g_l(t_{l+1}) - g_l(h_{l+1})`` (the difference correction);
@@ -147,7 +148,8 @@ class DTPStep:
     ``forward_optimizers``: ``{l: optimizer}`` covering the layers to train (any parameters of
     one layer only); ``inverse_optimizers``: ``{l: optimizer}`` for exactly
     :func:`inverse_layers`. ``noise`` (sigma) and ``inverse_iterations`` are per layer (a number
-    or ``{l: value}``). Noise comes from ``derive_seed(seed, "dtp", iteration)``.
+    or ``{l: value}``). Noise comes from ``derive_seed(seed, "dtp", iteration)``. Each layer's
+    ``.grad`` holds this step's gradient afterwards (see :mod:`.diagnostics`).
     """
 
     def __init__(
@@ -203,8 +205,7 @@ class DTPStep:
         }
         cross_entropy = F.cross_entropy(predictions[last][:, : net.num_classes], labels)
         losses[last + 1] = cross_entropy
-        for optimizer in self.forward_optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
+        net.layers.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         for optimizer in self.forward_optimizers.values():
             optimizer.step()

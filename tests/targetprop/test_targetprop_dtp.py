@@ -99,7 +99,7 @@ def test_training_loss_falls_on_separable_blobs(variant, aux):
     step = DTPStep(net, forward, inverse, variant=variant, beta=0.5, noise=0.1)
     x, labels = blobs(64)
     first = F.cross_entropy(net(x), labels).item()
-    metrics = [step(x, labels, iteration) for iteration in range(150)]
+    metrics = [step(x, labels, iteration) for iteration in range(60)]
     assert metrics[0]["total_loss"] == pytest.approx(first, rel=1e-6)
     final = F.cross_entropy(net(x), labels).item()
     assert final < 0.3 * first
@@ -107,6 +107,28 @@ def test_training_loss_falls_on_separable_blobs(variant, aux):
     expected = {"total_loss", "forward_loss/0", "forward_loss/1", "forward_loss/2"}
     expected |= {f"inverse_loss/{i}" for i in ([1] if variant == "dtp" else [1, 2])}
     assert set(metrics[-1]) == expected
+
+
+@pytest.mark.parametrize("variant, aux", [("dtp", 0), ("ao_sdtp", 3)])
+def test_trained_inverses_turn_hidden_targets_towards_the_gradient(variant, aux):
+    torch.manual_seed(0)
+    net = tanh_mlp([4, 16, 16], num_classes=2, aux_outputs=aux)
+    _, inverse = make_dtp_optimizers(net, variant, 1e-2, 1e-2)
+    step = DTPStep(net, {}, inverse, variant=variant)
+    x, labels = blobs(64, seed=1)
+
+    def first_layer_cosine():
+        states = [x]
+        for layer in net.layers:
+            states.append(layer(states[-1]).detach())
+        target = hidden_targets(net, states, labels, 0.5, variant)[1]
+        grad = loss_gradient(net.layers[1:], states[1], labels, 2)
+        return float(F.cosine_similarity((target - states[1]).flatten(), -grad.flatten(), dim=0))
+
+    before = first_layer_cosine()
+    for iteration in range(200):
+        step(x, labels, iteration)
+    assert first_layer_cosine() > max(before + 0.1, 0.3)
 
 
 def run_steps(seed, steps=3):
@@ -137,3 +159,14 @@ def test_bad_configuration_is_named():
     _, inverse = make_dtp_optimizers(net, "ao_sdtp", 1e-2, 1e-2)
     with pytest.raises(ValueError, match="ao_sdtp needs some"):
         DTPStep(net, forward, inverse, variant="ao_sdtp")(x, labels, 0)
+
+
+def test_per_layer_learning_rates_reach_their_layers():
+    net = tanh_mlp([4, 8, 8], num_classes=2)
+    forward, inverse = make_dtp_optimizers(net, "sdtp", {0: 0.1, 1: 0.2, 2: 0.3}, {1: 0.4, 2: 0.5})
+    assert {i: opt.param_groups[0]["lr"] for i, opt in forward.items()} == {0: 0.1, 1: 0.2, 2: 0.3}
+    assert {i: opt.param_groups[0]["lr"] for i, opt in inverse.items()} == {1: 0.4, 2: 0.5}
+    assert forward[1].param_groups[0]["params"][0] is net.layers[1][0].weight
+    assert inverse[2].param_groups[0]["params"][0] is net.inverse(2)[0].weight
+    with pytest.raises(ValueError, match=r"inverse_lr must give layers \[1\] exactly"):
+        make_dtp_optimizers(net, "dtp", 0.1, {1: 0.4, 2: 0.5})
