@@ -34,6 +34,7 @@ PerLayer = Union[float, Mapping[int, float]]
 
 
 def check_variant(variant: str) -> str:
+    """Return ``variant`` if it is one of :data:`VARIANTS`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown target-propagation variant {variant!r}; valid: {VARIANTS}")
     return variant
