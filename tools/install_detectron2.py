@@ -9,7 +9,8 @@ must be installed there. The first that applies:
 2. A healthy detectron2 is already importable: it is used as is.
 3. Otherwise the sdist ``pb1-detectron2==0.6`` (detectron2's Python tree of Oct 2021, without
    its C++ sources) from its pinned PyPI URL, sha256-checked, extracted to a fresh temporary
-   tree, patched once (tools/detectron2_patches.py) and installed with pip as version ``0.6+signsym1``.
+   tree, patched once (tools/detectron2_patches.py) and installed with pip (as version
+   ``0.6+signsym1``).
 
 The verified sdist is cached in ``$SIGNSYM_DET_CACHE``, else ``$XDG_CACHE_HOME/signsym_det``,
 else ``~/.cache/signsym_det``; the cache is optional, never required. No detectron2 source is
