@@ -126,14 +126,15 @@ def prepare_tree(dest: Path, local_sdist: Path | None = None) -> Path:
     return root
 
 
-def probe_detectron2(python: str = sys.executable) -> dict:
-    """tools/detectron2_probe.py's report, run by ``python`` outside the repo, no PYTHONPATH."""
+def probe_detectron2() -> dict:
+    """tools/detectron2_probe.py's report, run by this interpreter outside the repo and without
+    PYTHONPATH (so it sees what the environment has installed)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with tempfile.TemporaryDirectory() as cwd:
-        cmd = [python, str(PROBE)]
+        cmd = [sys.executable, str(PROBE)]
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise InstallError(f"probing detectron2 with {python} failed:\n{proc.stderr}")
+        raise InstallError(f"probing detectron2 with {sys.executable} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

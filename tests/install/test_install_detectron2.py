@@ -280,7 +280,7 @@ class FakeEnv:
                 lambda sdist, quiet: self.calls.append(("install_patched", sdist)),
             )
 
-    def probe(self, python=sys.executable):
+    def probe(self):
         return self.probes.pop(0)
 
 
