@@ -40,7 +40,8 @@ $(VENV_PY):
 $(SPEC_STAMP): FORCE | $(VENV_PY)
 	@printf '%s\n' '$(DETECTRON2_SPEC)' | cmp -s - $@ || printf '%s\n' '$(DETECTRON2_SPEC)' > $@
 
-$(STAMP): pyproject.toml tools/install_detectron2.py Makefile $(SPEC_STAMP) | $(VENV_PY)
+$(STAMP): pyproject.toml tools/install_detectron2.py tools/detectron2_patches.py \
+		tools/detectron2_probe.py Makefile $(SPEC_STAMP) | $(VENV_PY)
 	$(PIP) install $(PIP_QUIET) --upgrade pip 'setuptools>=64' wheel $(PIP_NOISE_FILTER)
 	$(PIP) install $(PIP_QUIET) $(TORCH_PACKAGES) $(PIP_NOISE_FILTER)
 	DETECTRON2_SPEC='$(DETECTRON2_SPEC)' $(VENV_PY) tools/install_detectron2.py $(PIP_NOISE_FILTER)

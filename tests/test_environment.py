@@ -1,11 +1,10 @@
 """The environment `make setup` builds: detectron2 imports, a stock RetinaNet trains and
-infers on CPU, the compatibility fixes hold, and tools/install_detectron2.py's logic."""
+infers on CPU, the compatibility fixes hold (the installer's own tests: tests/install/)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-
-REPO = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------
 # detectron2 itself
@@ -184,150 +181,3 @@ def test_retinanet_inference(retinanet):
         if len(inst):
             assert int(inst.pred_classes.max()) < NUM_CLASSES
             assert torch.isfinite(inst.pred_boxes.tensor).all()
-
-
-# ------------------------------------------------------------------------------------------
-# tools/install_detectron2.py: the patch engine and the choice of what to install
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def installer():
-    spec = importlib.util.spec_from_file_location(
-        "install_detectron2", REPO / "tools" / "install_detectron2.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["install_detectron2"] = mod  # dataclasses need the module registered
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        del sys.modules["install_detectron2"]
-    return mod
-
-
-def test_patch_applies_once_and_is_idempotent(installer, tmp_path):
-    f = tmp_path / "a.py"
-    f.write_text("x = np.bool\ny = np.bool_\nz = np.int64(np.int)\n")
-    patch = installer.Patch("a.py", installer.NP_ALIAS_RE, r"\1", "test", applied="x = bool")
-    assert installer.apply_patch(tmp_path, patch) == "applied"
-    assert f.read_text() == "x = bool\ny = np.bool_\nz = np.int64(int)\n"
-    assert installer.apply_patch(tmp_path, patch) == "already applied"
-    assert f.read_text() == "x = bool\ny = np.bool_\nz = np.int64(int)\n"
-
-
-def test_patch_fails_loudly_naming_file_and_pattern(installer, tmp_path):
-    (tmp_path / "b.py").write_text("nothing to see\n")
-    patch = installer.Patch("b.py", r"^from detectron2 import _C\n", "x", "test", count=1)
-    with pytest.raises(installer.PatchError, match=r"b\.py.*from detectron2 import _C"):
-        installer.apply_patch(tmp_path, patch)
-    missing = installer.Patch("nope.py", "a", "b", "test")
-    with pytest.raises(installer.PatchError, match="nope.py"):
-        installer.apply_patch(tmp_path, missing)
-
-
-def test_patch_count_mismatch_fails(installer, tmp_path):
-    (tmp_path / "c.py").write_text("a\na\na\n")
-    with pytest.raises(installer.PatchError, match="matched 3 time"):
-        installer.apply_patch(tmp_path, installer.Patch("c.py", "^a$", "b", "t", count=2))
-
-
-def test_try_import_c_patch_is_idempotent(installer, tmp_path):
-    (tmp_path / "d.py").write_text("import torch\nfrom detectron2 import _C\n\nx = 1\n")
-    patch = next(p for p in installer.PATCHES if p.path.endswith("deform_conv.py"))
-    patch = installer.Patch("d.py", patch.pattern, patch.repl, patch.why, patch.applied, 1)
-    installer.apply_patch(tmp_path, patch)
-    once = (tmp_path / "d.py").read_text()
-    assert "except ImportError:\n    _C = None\n" in once
-    assert installer.apply_patch(tmp_path, patch) == "already applied"
-    assert (tmp_path / "d.py").read_text() == once
-
-
-def test_verify_patched_tree_reports_leftovers(installer, tmp_path):
-    pkg = tmp_path / "detectron2"
-    pkg.mkdir()
-    (pkg / "ok.py").write_text("x = np.float32(1)\ntry:\n    from detectron2 import _C\nexcept:\n")
-    installer.verify_patched_tree(tmp_path)
-    (pkg / "bad.py").write_text("import numpy as np\ny = np.float(1)\n")
-    with pytest.raises(installer.PatchError, match=r"bad\.py:2"):
-        installer.verify_patched_tree(tmp_path)
-
-
-class FakeEnv:
-    """Stands in for pip and the target interpreter in installer.main()."""
-
-    def __init__(self, installer, monkeypatch, probes):
-        self.calls = []
-        self.probes = list(probes)
-        monkeypatch.setattr(installer, "pip", lambda *a, quiet=True: self.calls.append(a))
-        monkeypatch.setattr(installer, "require_torch", lambda: None)
-        monkeypatch.setattr(installer, "probe_detectron2", self.probe)
-        monkeypatch.setattr(
-            installer,
-            "install_patched",
-            lambda sdist, quiet: self.calls.append(("install_patched", sdist)),
-        )
-
-    def probe(self, python=sys.executable):
-        return self.probes.pop(0)
-
-
-HEALTHY = {"importable": True, "file": "/x/detectron2", "version": "0.6", "errors": []}
-HEALTHY_PB1 = dict(HEALTHY, dist="pb1-detectron2 0.6+signsym1", model_zoo_configs=True)
-
-
-def test_spec_is_installed_with_pip_and_nothing_else(installer, monkeypatch, capsys):
-    monkeypatch.setenv("DETECTRON2_SPEC", "git+https://example.invalid/detectron2.git")
-    env = FakeEnv(installer, monkeypatch, [HEALTHY_PB1])
-    assert installer.main([]) == 0
-    assert env.calls == [
-        ("install", "--no-build-isolation", "git+https://example.invalid/detectron2.git")
-    ]
-    assert "DETECTRON2_SPEC" in capsys.readouterr().out
-
-
-def test_spec_that_does_not_import_fails(installer, monkeypatch, capsys):
-    monkeypatch.setenv("DETECTRON2_SPEC", "/some/dir")
-    broken = dict(HEALTHY, dist="x", errors=["detectron2.data: AttributeError('LINEAR')"])
-    FakeEnv(installer, monkeypatch, [broken])
-    assert installer.main([]) == 1
-    assert "LINEAR" in capsys.readouterr().err
-
-
-def test_existing_detectron2_is_used(installer, monkeypatch, capsys):
-    monkeypatch.delenv("DETECTRON2_SPEC", raising=False)
-    env = FakeEnv(installer, monkeypatch, [dict(HEALTHY, dist="detectron2 0.6")])
-    assert installer.main([]) == 0
-    assert env.calls == []
-    out = capsys.readouterr().out
-    assert "already installed" in out and "/x/detectron2" in out
-
-
-def test_missing_detectron2_gets_the_patched_sdist(installer, monkeypatch):
-    monkeypatch.delenv("DETECTRON2_SPEC", raising=False)
-    env = FakeEnv(installer, monkeypatch, [{"importable": False, "error": "ImportError"}])
-    assert installer.main([]) == 0
-    assert env.calls == [("install_patched", None)]
-
-
-def test_broken_pb1_is_replaced_but_broken_other_is_not(installer, monkeypatch, capsys):
-    monkeypatch.delenv("DETECTRON2_SPEC", raising=False)
-    broken = dict(HEALTHY, errors=["detectron2.data: AttributeError('LINEAR')"])
-    env = FakeEnv(installer, monkeypatch, [dict(broken, dist="pb1-detectron2 0.6")])
-    assert installer.main([]) == 0
-    assert env.calls == [("uninstall", "-y", "pb1-detectron2"), ("install_patched", None)]
-
-    env = FakeEnv(installer, monkeypatch, [dict(broken, dist="detectron2 0.6")])
-    assert installer.main([]) == 1
-    assert env.calls == []
-    assert "broken" in capsys.readouterr().err
-
-
-def test_download_failure_is_a_clear_error(installer, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("SIGNSYM_DET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SIGNSYM_DET_SIMPLE_INDEX", "http://127.0.0.1:9/simple")
-    with pytest.raises(installer.InstallError, match="could not download"):
-        installer.obtain_sdist(tmp_path)
-    bad = tmp_path / installer.SDIST_FILENAME
-    bad.write_bytes(b"not the sdist")
-    with pytest.raises(installer.InstallError, match="sha256 mismatch"):
-        installer.obtain_sdist(tmp_path, local=bad)
