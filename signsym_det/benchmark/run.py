@@ -118,7 +118,7 @@ def detector_section(depth: int, options: Options) -> dict:
     cfg = cfgs[detectors.STOCK]
     result = {
         "model": f"RetinaNet R{depth}-FPN",
-        "config": str(detectors.config_path(depth, detectors.STOCK)),
+        "config": detectors.config_path(depth, detectors.STOCK),
         "setting": {
             "batch": options.batch,
             "size": options.size,
