@@ -6,32 +6,19 @@ Example: ``python -m signsym_det.make_classification_dataset --out datasets/shap
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from .data.classification import generate_classification_dataset
+from .make_dataset import dataset_parser, generate
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=2400)
-    parser.add_argument("--num-val", type=int, default=600)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser = dataset_parser(__doc__.splitlines()[0], num_train=2400, num_val=600, image_size=64)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        s = generate_classification_dataset(
-            args.out,
-            seed=args.seed,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            image_size=args.image_size,
-        )
-    except (FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    s = generate(generate_classification_dataset, args)
+    if s is None:
         return 2
     print(
         f"shapes classification set in {s['root']}: {s['counts']['train']} train / "
