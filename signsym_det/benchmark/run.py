@@ -21,7 +21,7 @@ MB = 1e6
 
 @dataclass
 class Options:
-    """What to measure and how (see ``tools/benchmark.py --help``)."""
+    """What to measure and how (see ``python -m signsym_det.benchmark --help``)."""
 
     depths: tuple = (18, 50)
     rules: tuple = detectors.RULES
