@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -82,6 +83,7 @@ def _load_tool():
     return module
 
 
+@pytest.mark.slow  # trains and times two RetinaNets
 def test_tool_end_to_end_writes_json(tmp_path, capsys):
     tool = _load_tool()
     out = tmp_path / "bench.json"

@@ -1,8 +1,8 @@
 """Side-by-side cost of the learning rules against stock detectron2 backprop.
 
-Pieces used by ``tools/benchmark.py``: :mod:`.timing` (interleaved A B A B timing, medians),
-:mod:`.memory` (peak tensor memory of one step, comparable across variants in one process),
-:mod:`.detectors` (RetinaNet variants, synthetic batches, train / inference steps),
-:mod:`.layers` (FeedbackConv2d vs nn.Conv2d on ResNet-50's conv shapes) and :mod:`.report`
-(tables, targets, JSON).
+Pieces of :mod:`.cli` (``python -m signsym_det.benchmark``): :mod:`.timing` (interleaved
+A B A B timing, medians), :mod:`.memory` (peak tensor memory of one step, comparable across
+variants in one process), :mod:`.detectors` (RetinaNet variants, synthetic batches, train /
+inference steps), :mod:`.layers` (FeedbackConv2d vs nn.Conv2d on ResNet-50's conv shapes) and
+:mod:`.report` (tables, targets, JSON).
 """

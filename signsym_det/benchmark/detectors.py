@@ -8,7 +8,6 @@ what the rule changes in the backward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,26 +18,27 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..config import add_feedback_config, validate_feedback_config
+from ..model_zoo import get_config_file
 
 #: The stock detectron2 model: plain nn.Conv2d and plain autograd, the baseline of all ratios.
 STOCK = "stock"
 RULES = ("bp", "fa", "sign_symmetry", "frsf", "brsf", "kolen_pollack")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "COCO-Detection"
 
 
-def config_path(depth: int, rule: str, config_dir: Path = CONFIG_DIR) -> Path:
-    """The shipped config of RetinaNet R{depth}-FPN trained with ``rule`` (bp's for stock)."""
-    return Path(config_dir) / f"retinanet_R_{depth}_FPN_1x_{'bp' if rule == STOCK else rule}.yaml"
+def config_path(depth: int, rule: str) -> str:
+    """The packaged config of RetinaNet R{depth}-FPN trained with ``rule`` (bp's for stock)."""
+    name = f"retinanet_R_{depth}_FPN_1x_{'bp' if rule == STOCK else rule}.yaml"
+    return get_config_file(f"COCO-Detection/{name}")
 
 
-def load_config(depth: int, variant: str, device: str, opts=(), config_dir: Path = CONFIG_DIR):
+def load_config(depth: int, variant: str, device: str, opts=()):
     """The variant's config: the shipped YAML, no weights file, ``device``, then ``opts``.
 
     The stock variant is the same config with detectron2's own ``RetinaNet`` meta-arch.
     """
     cfg = get_cfg()
     add_feedback_config(cfg)
-    cfg.merge_from_file(str(config_path(depth, variant, config_dir)))
+    cfg.merge_from_file(config_path(depth, variant))
     cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts])
     if variant == STOCK:
         cfg.MODEL.META_ARCHITECTURE = "RetinaNet"

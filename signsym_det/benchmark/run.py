@@ -21,7 +21,7 @@ MB = 1e6
 
 @dataclass
 class Options:
-    """What to measure and how (see ``tools/benchmark.py --help``)."""
+    """What to measure and how (see ``python -m signsym_det.benchmark --help``)."""
 
     depths: tuple = (18, 50)
     rules: tuple = detectors.RULES
@@ -118,7 +118,7 @@ def detector_section(depth: int, options: Options) -> dict:
     cfg = cfgs[detectors.STOCK]
     result = {
         "model": f"RetinaNet R{depth}-FPN",
-        "config": str(detectors.config_path(depth, detectors.STOCK)),
+        "config": detectors.config_path(depth, detectors.STOCK),
         "setting": {
             "batch": options.batch,
             "size": options.size,

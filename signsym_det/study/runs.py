@@ -4,8 +4,9 @@ A run that diverges (detectron2 stops it with a FloatingPointError: loss infinit
 result, not a crash: ``done.json`` records ``"diverged"`` with the error line and the study
 goes on. Any other failure stops the study.
 
-Each run is ``tools/train_net.py --config-file BASE OUTPUT_DIR <study>/<variant>/seed<k>
-SEED k MODEL.FEEDBACK.SEED k <variant opts>``: on a cluster, each can be its own job.
+Each run is ``python -m signsym_det.train_net --config-file BASE OUTPUT_DIR
+<study>/<variant>/seed<k> SEED k MODEL.FEEDBACK.SEED k <variant opts>``: on a cluster, each can
+be its own job.
 
 A run's time (``done.json`` ``"seconds"``) sums all its invocations: while it trains, the
 runner rewrites ``elapsed.json`` every minute, so a killed and resumed run loses at most a
@@ -24,7 +25,8 @@ from typing import Optional
 from ..checkpoint.io import atomic_write_text
 from ..feedback import get_rule
 
-TRAIN_NET = Path(__file__).resolve().parents[2] / "tools" / "train_net.py"
+#: The training job, run as ``python -m TRAIN_NET`` (the installed package's, not a script).
+TRAIN_NET = "signsym_det.train_net"
 DONE = "done.json"
 ELAPSED = "elapsed.json"
 HEARTBEAT_SECONDS = 60.0
@@ -143,7 +145,7 @@ def run_all(runs, config_file, python=sys.executable, log=print):
             continue
         run.output_dir.mkdir(parents=True, exist_ok=True)
         resume = (run.output_dir / "last_checkpoint").is_file()
-        cmd = [python, str(TRAIN_NET), "--config-file", str(config_file)]
+        cmd = [python, "-m", TRAIN_NET, "--config-file", str(config_file)]
         cmd += ["--resume"] if resume else []
         cmd += ["OUTPUT_DIR", str(run.output_dir), *run.opts]
         action = "resuming" if resume else "training"

@@ -1,14 +1,11 @@
 """Shared by the end-to-end tool tests: a tiny generated shapes set and tiny-run options."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from repo_process import run_python
 
-ROOT = Path(__file__).parents[2]
+from signsym_det.data.shapes import generate_detection_dataset
 
 _TINY_RUN = (
     "SOLVER.MAX_ITER 3 SOLVER.IMS_PER_BATCH 2 SOLVER.WARMUP_ITERS 1 SOLVER.STEPS () "
@@ -20,13 +17,7 @@ _TINY_RUN = (
 def tiny_shapes_env(tmp_path):
     """Environment whose $DETECTRON2_DATASETS/shapes is a 4-train / 3-val shapes set."""
     root = tmp_path / "datasets"
-    subprocess.run(
-        [sys.executable, "tools/make_dataset.py", "--out", str(root / "shapes")]
-        + ["--num-train", "4", "--num-val", "3"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    generate_detection_dataset(root / "shapes", num_train=4, num_val=3)
     return {**os.environ, "DETECTRON2_DATASETS": str(root)}
 
 

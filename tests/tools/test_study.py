@@ -36,6 +36,7 @@ def test_plan_runs_rejects_duplicate_names(tmp_path):
             shard(runs, bad)
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_reports_and_resumes(tmp_path, tiny_shapes_env, tiny_run, run_tool):
     study = [
         "tools/study.py",

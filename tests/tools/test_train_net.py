@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocess training runs
+
 CONFIG = "configs/Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml"
 
 

@@ -1,0 +1,170 @@
+"""Cost of each learning rule next to stock detectron2 backprop, measured in ONE process.
+
+Variants: ``stock`` (detectron2's RetinaNet: plain nn.Conv2d, plain autograd; the baseline
+of every ratio), ``bp`` (our FeedbackConv2d with B = W: the cost of the mechanism alone) and
+each rule. They run interleaved (A B C ... A B C ..., the first rotating) after warm-up,
+and every ratio is a ratio of medians. Sections:
+
+* train: RetinaNet R18-FPN and R50-FPN training iterations (forward, backward, SGD step as in
+  detectron2's SimpleTrainer) on random images with random boxes, and the peak memory of one;
+* inference: the same models in eval mode under no_grad, time per image;
+* layers: FeedbackConv2d vs nn.Conv2d forward + backward for each conv shape of ResNet-50.
+
+Prints the tables and the pass/fail lines of the targets; writes everything to --json.
+
+    python -m signsym_det.benchmark --quick      # < 3 minutes on 2 CPU cores
+    python -m signsym_det.benchmark              # the full run (make bench)
+    python -m signsym_det.benchmark --device cuda --amp
+
+(``tools/benchmark.py`` is the same.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .. import modeling  # noqa: F401  (registers FeedbackRetinaNet)
+from . import detectors, memory, report, run
+
+PRESETS = {
+    "quick": dict(size=256, batch=2, repeats=3, warmup=1, inference_repeats=3, layer_repeats=3),
+    "full": dict(size=512, batch=2, repeats=7, warmup=1, inference_repeats=7, layer_repeats=7),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small, fast preset (< 3 min)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument(
+        "--amp", action="store_true", help="autocast: fp16 + GradScaler on CUDA, bf16 on CPU"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's, = cores)",
+    )
+    parser.add_argument("--depths", type=int, nargs="+", default=[18, 50], choices=[18, 50])
+    parser.add_argument(
+        "--rules", nargs="+", default=list(detectors.RULES), choices=list(detectors.RULES)
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["train", "inference", "layers"],
+        choices=["train", "inference", "layers"],
+    )
+    parser.add_argument("--size", type=int, help="image side (preset: quick 256, full 512)")
+    parser.add_argument("--batch", type=int, help="images per iteration (preset: 2)")
+    parser.add_argument("--repeats", type=int, help="counted training rounds")
+    parser.add_argument("--warmup", type=int, help="uncounted rounds first")
+    parser.add_argument("--inference-repeats", type=int)
+    parser.add_argument("--layer-repeats", type=int)
+    parser.add_argument("--layer-batch", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed (default); cpu: process CPU time",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--json",
+        default="output/benchmark/benchmark.json",
+        help="where to write the machine-readable results",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides for every variant, e.g. --opts "
+        "MODEL.RESNETS.NORM BN MODEL.BACKBONE.FREEZE_AT 0",
+    )
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> run.Options:
+    preset = PRESETS["quick" if args.quick else "full"]
+    given = {k: getattr(args, k) for k in preset if getattr(args, k) is not None}
+    return run.Options(
+        depths=tuple(args.depths),
+        rules=tuple(args.rules),
+        device=args.device,
+        amp=args.amp,
+        layer_batch=args.layer_batch,
+        sections=tuple(args.sections),
+        clock=args.clock,
+        opts=list(args.opts),
+        seed=args.seed,
+        **{**preset, **given},
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="torch.meshgrid")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = options_from(args)
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    started = time.time()
+    machine = report.machine(options.device)
+    header = (
+        f"signsym_det benchmark ({'quick' if args.quick else 'full'}): {machine['cpu']}, "
+        f"{machine['logical_cpus']} logical CPUs, torch {machine['torch']}, "
+        f"{machine['threads']} threads, device {options.device}"
+        f"{', AMP' if options.amp else ''}; load average at start "
+        f"{' '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}\n"
+        f"Baseline 'stock' = detectron2's RetinaNet (nn.Conv2d, plain autograd); 'bp' = "
+        f"FeedbackConv2d with B = W.\n"
+        f"Peak memory: {memory.MEMORY_MEANING[torch.device(options.device).type]}."
+    )
+    print(header, flush=True)
+    results = {"options": options.as_dict(), "machine": machine, "detectors": []}
+    tables = []
+    if {"train", "inference"} & set(options.sections):
+        for depth in options.depths:
+            result = run.detector_section(depth, options)
+            results["detectors"].append(result)
+            tables.append(run.detector_tables(result, options))
+            print("\n" + tables[-1], flush=True)
+    if "layers" in options.sections:
+        results["layers"] = run.layer_section(options)
+        tables.append(run.layer_tables(results["layers"], options))
+        print("\n" + tables[-1], flush=True)
+    records = run.targets(results)
+    results["targets"] = records
+    results["seconds"] = time.time() - started
+    results["load_average_at_end"] = report.load_average()
+    lines = report.target_lines(records)
+    if options.device != "cpu" or options.amp:
+        lines = "(targets are set for CPU float32; informative here)\n" + lines
+    footer = (
+        f"Targets (ratio to stock):\n{lines}\n"
+        f"Took {results['seconds']:.0f} s; load average at end "
+        f"{' '.join(f'{x:.2f}' for x in results['load_average_at_end'])}."
+    )
+    for result in results["detectors"]:
+        if "train" in result and not result["train"]["finite_losses"]:
+            footer += f"\nWARNING: non-finite training loss in {result['model']}"
+    print("\n" + footer, flush=True)
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results["text"] = "\n\n".join([header, *tables, footer])
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"Wrote {os.path.relpath(path)}")
+    return 0

@@ -1,0 +1,57 @@
+"""Compare learning rules: train every (variant, seed) with ``python -m signsym_det.train_net``,
+collect COCO AP and alignment angles, write a report (markdown table, PNG plots, raw JSON).
+
+    python -m signsym_det.study --config-file configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml \
+        --out output/study --variants bp sign_symmetry fa \
+        "ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp" \
+        --seeds 0 1 2 [--report-dir docs/study] [-- KEY VALUE ...]
+
+Finished runs are skipped and interrupted ones resumed, so rerunning continues a study.
+``--shard K/N`` trains only every N-th run from the K-th: start N such processes (e.g. one
+per core, pinned with ``taskset -c K`` and OMP_NUM_THREADS=1) on the same --out; each writes
+the report of whatever has finished, and ``--report-only`` writes it again at the end.
+(``tools/study.py`` is the same.)
+"""
+
+import argparse
+import time
+
+from .report import collect, write_report
+from .runs import plan_runs, run_all, shard
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--out", required=True, help="one output dir per run goes here")
+    parser.add_argument(
+        "--variants", nargs="+", required=True, help="rule names, or NAME:KEY=VALUE,KEY=VALUE"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--report-dir", help="where the report goes (default: --out)")
+    parser.add_argument("--report-only", action="store_true", help="collect, don't train")
+    parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run from the K-th")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
+    args = parser.parse_args(argv)
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    runs = plan_runs(args.out, args.variants, args.seeds, args.opts)
+    start = time.time()
+    if not args.report_only:
+        run_all(shard(runs, args.shard), args.config_file)
+    results = collect(runs)
+    finished = [s for seeds in results.values() for s in seeds]
+    missing = [f"{r.variant}/seed{r.seed}" for r in runs if not r.done]
+    header = (
+        f"# Rule comparison: {args.config_file}\n\n"
+        f"Seeds {args.seeds}; extra options {args.opts or 'none'}. {len(finished)} of "
+        f"{len(runs)} runs finished, {sum(s['minutes'] for s in finished) / 60:.1f} h of "
+        f"training in all (sum over runs); this invocation took "
+        f"{(time.time() - start) / 60:.1f} min."
+        + (
+            f"\n\nNot finished yet (rerun the command to continue): {', '.join(missing)}."
+            if missing
+            else ""
+        )
+    )
+    report = write_report(results, args.report_dir or args.out, header)
+    print(f"wrote {report}")

@@ -1,0 +1,64 @@
+"""Train or evaluate a rule-swapped detectron2 detector; detectron2's usual CLI.
+
+python -m signsym_det.train_net --config-file configs/Shapes-Demo/retinanet_R_18_FPN_bp.yaml
+python -m signsym_det.train_net --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
+python -m signsym_det.train_net --config-file CFG --num-gpus 8 [--num-machines N
+    --machine-rank R --dist-url tcp://HOST:PORT] [--resume] [--overwrite] [KEY VALUE ...]
+
+(``tools/train_net.py`` is the same.) An installed package finds its own configs with
+``signsym_det.model_zoo.get_config_file("Shapes-Demo/retinanet_R_18_FPN_bp.yaml")``.
+"""
+
+import sys
+
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .checkpoint import FeedbackCheckpointer
+from .engine import FeedbackTrainer, check_output_dir, setup_cfg
+
+
+def run(args):
+    """One process's job (``launch`` starts one per GPU): train, or evaluate with --eval-only."""
+    cfg = setup_cfg(args.config_file, args.opts)
+    if not args.eval_only:
+        check_output_dir(cfg, resume=args.resume, overwrite=args.overwrite)
+    default_setup(cfg, args)
+    # our loggers (e.g. the checkpointer's pretrained-weights checks) beside detectron2's
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="signsym_det")
+    if args.eval_only:
+        model = FeedbackTrainer.build_model(cfg)
+        FeedbackCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return FeedbackTrainer.test(cfg, model)
+    trainer = FeedbackTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def parse_args(argv=None):
+    """detectron2's ``default_argument_parser`` plus ``--overwrite``."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--overwrite", action="store_true", help="train anew into an OUTPUT_DIR holding a run"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    """Parse ``argv`` (default: the command line) and ``launch`` :func:`run`."""
+    args = parse_args(argv)
+    launch(
+        run,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
