@@ -146,7 +146,6 @@ def main(argv=None) -> dict:
         print(f"[pretrain] {state} the shapes classification set in {summary['root']}")
     path = _resume_path(args)
     init_distributed(args.device)
-    os.makedirs(args.output_dir, exist_ok=True)
     for name in ("detectron2", "signsym_det"):
         setup_logger(args.output_dir, distributed_rank=comm.get_rank(), name=name)
     from ..engine.pretrain import Pretrainer

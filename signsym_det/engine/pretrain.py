@@ -35,6 +35,7 @@ hooks and stay as they are.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
@@ -209,9 +210,10 @@ class Pretrainer(TrainerBase):
             LatestCheckpointer(self.checkpointer, args.checkpoint_period or ipe),
         ]
         if comm.is_main_process():
+            os.makedirs(args.output_dir, exist_ok=True)
             writers = [
                 CommonMetricPrinter(self.max_iter),
-                JSONWriter(f"{args.output_dir}/metrics.jsonl"),
+                JSONWriter(os.path.join(args.output_dir, "metrics.jsonl")),
             ]
             if args.tensorboard:
                 writers.append(TensorboardXWriter(args.output_dir))
