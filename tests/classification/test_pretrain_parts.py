@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from detectron2.solver import LRMultiplier
 from PIL import Image
 from torch import nn
-
-from detectron2.solver import LRMultiplier
 
 from signsym_det.classification import (
     BatchManhattanSGD,
