@@ -8,9 +8,10 @@
         --rule sign_symmetry --output-dir output/pretrain/shapes_R-18_sign_symmetry   # CPU demo
 
 SGD with momentum (optional Batch Manhattan), step or cosine schedule, RandomResizedCrop +
-flip, top-1/top-5 on val; progress and metrics (incl. angle(B, W)) to stdout, TensorBoard
-and OUTPUT_DIR/metrics.jsonl. OUTPUT_DIR/checkpoint.pth (latest) and model_final.pth are
-weights-only checkpoints; convert them with tools/convert_pretrained.py.
+flip, top-1/top-5 on val, on detectron2's engine (signsym_det.engine.pretrain); progress and
+metrics (incl. angle(B, W) per ResNet stage) to stdout, OUTPUT_DIR/log.txt, TensorBoard and
+OUTPUT_DIR/metrics.jsonl (detectron2's JSONWriter). OUTPUT_DIR/checkpoint.pth (latest) and
+model_final.pth are weights-only checkpoints; convert them with tools/convert_pretrained.py.
 """
 
 import sys

@@ -9,17 +9,19 @@ options per line, ``#`` starts a comment. Later options win, so
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 
 import torch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
+from ..engine.latest_checkpoint import latest_checkpoint_path
 from ..feedback import available_rules
+from .distributed import init_distributed
 from .model import ARCHS
-from .optim import OPTIMIZERS
-from .schedule import SCHEDULES
-
-DEFAULT_CHECKPOINT = "checkpoint.pth"
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="auto",
         default=None,
-        help=f"resume from PATH, or (no value) from OUTPUT_DIR/{DEFAULT_CHECKPOINT}",
+        help=f"resume from PATH, or (no value) from {latest_checkpoint_path('OUTPUT_DIR')}",
     )
     p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint")
     p.add_argument("--log-period", type=int, default=20, help="iterations")
@@ -124,7 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _resume_path(args) -> str | None:
-    auto = os.path.join(args.output_dir, DEFAULT_CHECKPOINT)
+    auto = latest_checkpoint_path(args.output_dir)
     if args.resume == "auto":
         return auto if os.path.isfile(auto) else None
     if args.resume is None and os.path.isfile(auto) and not args.eval_only:
@@ -142,14 +144,17 @@ def main(argv=None) -> dict:
         summary = ensure_classification_dataset(args.data)
         state = "generated" if summary["generated"] else "found"
         print(f"[pretrain] {state} the shapes classification set in {summary['root']}")
-    from .trainer import Pretrainer
+    path = _resume_path(args)
+    init_distributed(args.device)
+    for name in ("detectron2", "signsym_det"):
+        setup_logger(args.output_dir, distributed_rank=comm.get_rank(), name=name)
+    from ..engine.pretrain import Pretrainer
 
     trainer = Pretrainer(args)
-    path = _resume_path(args)
     if path:
         trainer.resume(path)
     elif args.resume == "auto":
-        trainer.log("nothing to resume: starting from scratch")
+        logging.getLogger(__name__).info("nothing to resume: starting from scratch")
     if args.eval_only:
         if not path:
             raise SystemExit("--eval-only needs --resume PATH")

@@ -6,8 +6,7 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-
-from .distributed import all_reduce_sum
+from detectron2.utils import comm
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list:
@@ -31,7 +30,7 @@ def evaluate(model, loader, device, amp: bool = False) -> dict:
         top1, top5 = topk_correct(logits, target)
         loss = float(F.cross_entropy(logits.float(), target, reduction="sum"))
         sums = [a + b for a, b in zip(sums, (top1, top5, loss, len(target)))]
-    top1, top5, loss, count = all_reduce_sum(sums, device)
+    top1, top5, loss, count = (sum(column) for column in zip(*comm.all_gather(sums)))
     model.train()
     count = max(count, 1.0)
     return {

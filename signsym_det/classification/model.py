@@ -17,7 +17,13 @@ from ..feedback import get_rule
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CLASSIFIER = "fc"
-PLAIN = ("none", "bp", "backprop")
+
+
+def stage_of(name: str) -> str:
+    """The ResNet stage of a torchvision layer name: stem (conv1), layer1..layer4 or fc
+    (the parts whose mean alignment angles pretraining logs)."""
+    first = name.split(".")[0]
+    return "stem" if first == "conv1" else first
 
 
 def _rule_name(rule) -> str:

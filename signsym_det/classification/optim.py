@@ -1,4 +1,5 @@
-"""SGD with optional Batch Manhattan (Liao et al. 2016) per parameter group (or AdamW).
+"""SGD with optional Batch Manhattan (Liao et al. 2016) per parameter group (or AdamW), and
+the learning-rate schedule as an fvcore ParamScheduler (detectron2's LRScheduler hook runs it).
 
 Batch Manhattan: the loss gradient of the batch is replaced by its sign before SGD's
 weight decay and momentum, so a step is ``v = mu * v + sign(g) + wd * w; w -= lr * v``.
@@ -9,7 +10,16 @@ its layer and gets the same treatment as the layer's weight.
 
 from __future__ import annotations
 
+import bisect
+
 import torch
+from fvcore.common.param_scheduler import (
+    CompositeParamScheduler,
+    CosineParamScheduler,
+    LinearParamScheduler,
+    MultiStepParamScheduler,
+    ParamScheduler,
+)
 from torch import nn
 
 from .model import CLASSIFIER
@@ -86,4 +96,44 @@ def build_optimizer(
         momentum=momentum,
         weight_decay=weight_decay,
         nesterov=nesterov,
+    )
+
+
+SCHEDULES = ("step", "cosine")
+
+
+def lr_multiplier(
+    schedule: str,
+    *,
+    total_iters: int,
+    milestones=(),
+    gamma: float = 0.1,
+    warmup_iters: int = 0,
+    warmup_factor: float = 0.1,
+) -> ParamScheduler:
+    """factor(t / T): the multiplier of every group's initial lr at iteration t of T.
+
+    Warmup: f0 + (1 - f0) * t / T_w for t < T_w; then step: gamma ** (number of milestones
+    <= t), or cosine: 0.5 * (1 + cos(pi * (t - T_w) / (T - T_w))). Milestones are iterations.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule {schedule!r} is not one of {SCHEDULES}")
+    total, warmup = int(total_iters), int(warmup_iters)
+    if warmup >= total:  # training ends inside the warmup
+        return LinearParamScheduler(
+            warmup_factor, warmup_factor + (1 - warmup_factor) * total / max(warmup, 1)
+        )
+    if schedule == "cosine":
+        main, scaling = CosineParamScheduler(1.0, 0.0), "rescaled"
+    else:
+        reached = sorted(int(m) for m in milestones if int(m) < total)
+        starts = sorted({m for m in reached if m > 0})  # fvcore's milestones: distinct, > 0
+        values = [gamma ** bisect.bisect_right(reached, m) for m in (0, *starts)]
+        main, scaling = MultiStepParamScheduler(values, total, starts), "fixed"
+    if warmup <= 0:
+        return main
+    return CompositeParamScheduler(
+        [LinearParamScheduler(warmup_factor, 1.0), main],
+        lengths=[warmup / total, 1 - warmup / total],
+        interval_scaling=["rescaled", scaling],
     )

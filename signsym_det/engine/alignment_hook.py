@@ -6,7 +6,7 @@ from detectron2.engine import HookBase
 from torch.nn.parallel import DistributedDataParallel
 
 from ..feedback import gradient_alignment, weight_alignment
-from ..modeling.parts import part_of
+from ..modeling.parts import part_of as detector_part_of
 
 
 def unwrap(model):
@@ -14,8 +14,9 @@ def unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def put_part_angles(storage, prefix, angles):
-    """Write per-layer angles and their per-part means (degrees) to the EventStorage."""
+def put_part_angles(storage, prefix, angles, part_of=detector_part_of):
+    """Write per-layer angles and their per-part means (degrees) to the EventStorage;
+    ``part_of(layer name)`` names a layer's part."""
     by_part = defaultdict(list)
     for name, angle in angles.items():
         by_part[part_of(name).lower()].append(angle)
@@ -27,11 +28,14 @@ def put_part_angles(storage, prefix, angles):
 class AlignmentHook(HookBase):
     """Every ``period`` iterations: angle(B, W) per layer; every ``gradient_period``
     iterations: angle between the rule's and backprop's input gradients (measured during
-    that step's backward pass). Scalars reach metrics.json and TensorBoard."""
+    that step's backward pass). Scalars reach metrics.json and TensorBoard, per layer and
+    as means per part: ``part_of(name)`` (default: the detector parts of
+    :func:`signsym_det.modeling.parts.part_of`; a classifier passes its own)."""
 
-    def __init__(self, period, gradient_period=0):
+    def __init__(self, period, gradient_period=0, part_of=detector_part_of):
         self._period = period
         self._gradient_period = gradient_period
+        self._part_of = part_of
         self._recorder = None
 
     def _due(self, period, iteration):
@@ -46,7 +50,8 @@ class AlignmentHook(HookBase):
         storage = self.trainer.storage
         if self._recorder is not None:
             self._recorder.__exit__(None, None, None)
-            put_part_angles(storage, "grad_angle", self._recorder.angles)
+            put_part_angles(storage, "grad_angle", self._recorder.angles, self._part_of)
             self._recorder = None
         if self._due(self._period, self.trainer.iter):
-            put_part_angles(storage, "weight_angle", weight_alignment(unwrap(self.trainer.model)))
+            angles = weight_alignment(unwrap(self.trainer.model))
+            put_part_angles(storage, "weight_angle", angles, self._part_of)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from checkpoint_helpers import ROOT, tiny_pretrain
 
@@ -17,6 +18,7 @@ TINY += "DATALOADER.NUM_WORKERS 0 MODEL.FPN.OUT_CHANNELS 32 MODEL.FEEDBACK.ALIGN
 TINY += "MODEL.FEEDBACK.GRADIENT_ALIGNMENT_PERIOD 0"
 
 
+@pytest.mark.slow
 def test_pretrain_convert_finetune(tmp_path):
     pretrained = tiny_pretrain(tmp_path, "sign_symmetry") / "model_final.pth"
     weights = tmp_path / "R-18_sign_symmetry.pth"

@@ -5,14 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from detectron2.solver import LRMultiplier
 from PIL import Image
 from torch import nn
 
 from signsym_det.classification import (
     BatchManhattanSGD,
-    LRSchedule,
     build_classifier,
     build_optimizer,
+    lr_multiplier,
 )
 from signsym_det.classification.data import ShardedEpochSampler
 from signsym_det.classification.metrics import topk_correct
@@ -64,20 +65,23 @@ def test_batch_manhattan_steps_on_the_sign_of_the_gradient():
 
 
 def test_schedules_match_their_formulas():
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.4)
-    step = LRSchedule(optimizer, total_iters=100, milestones=[30, 60], warmup_iters=10)
+    step = lr_multiplier("step", total_iters=100, milestones=[30, 60], warmup_iters=10)
     expected = {0: 0.04, 5: 0.04 + 0.36 * 0.5, 10: 0.4, 29: 0.4, 30: 0.04, 59: 0.04, 60: 0.004}
     for t, lr in expected.items():
-        step.apply(t)
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr), t
-    cosine = LRSchedule(optimizer, total_iters=110, schedule="cosine", warmup_iters=10)
+        assert 0.4 * step(t / 100) == pytest.approx(lr), t
+    cosine = lr_multiplier("cosine", total_iters=110, warmup_iters=10)
     for t in (10, 35, 60, 109):
-        cosine.apply(t)
         lr = 0.2 * (1 + math.cos(math.pi * (t - 10) / 100))
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr), t
-    state = cosine.state_dict()
-    optimizer.param_groups[0]["lr"] = 123.0
-    cosine.load_state_dict(state)
+        assert 0.4 * cosine(t / 110) == pytest.approx(lr), t
+    # milestones at 0, repeated, or past the end: gamma ** (number of milestones <= t)
+    odd = lr_multiplier("step", total_iters=10, milestones=[0, 5, 5, 200], gamma=0.5)
+    assert [odd(t / 10) for t in (0, 4, 5, 9)] == [0.5, 0.5, 0.125, 0.125]
+    short = lr_multiplier("cosine", total_iters=4, warmup_iters=8)  # ends inside the warmup
+    assert short(3 / 4) == pytest.approx(0.1 + 0.9 * 3 / 8)
+    # resuming at iteration 109 (detectron2's LRScheduler hook): the lr follows from t alone
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=123.0)
+    optimizer.param_groups[0]["initial_lr"] = 0.4
+    LRMultiplier(optimizer, cosine, 110, last_iter=108)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * (1 + math.cos(math.pi * 0.99)))
 
 

@@ -1,13 +1,19 @@
 """tools/pretrain_net.py: a tiny run writes weights-only checkpoints and resumes exactly
-where it stopped; the checkpoint records the rule, its options and the feedback tensors."""
+where it stopped; the checkpoint records the rule, its options and the feedback tensors.
+A Pretrainer subclass with its own run_step gets the same data order, resume and files."""
 
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
+from detectron2.engine import SimpleTrainer
 
 from signsym_det.classification.cli import main, parse_args
 from signsym_det.data.classification import generate_classification_dataset
+from signsym_det.engine.pretrain import Pretrainer
+
+pytestmark = pytest.mark.slow  # trains (in process) for tens of seconds
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +33,9 @@ def args(data, out, max_iter, *extra):
 
 
 def train_lines(out):
+    """Iterations (detectron2's 0-based index) with a training loss in metrics.jsonl."""
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [line["iteration"] for line in lines if "loss" in line]
+    return [line["iteration"] for line in lines if "total_loss" in line]
 
 
 def test_tiny_run_checkpoints_and_resumes_at_the_right_iteration(data, tmp_path):
@@ -52,7 +59,7 @@ def test_tiny_run_checkpoints_and_resumes_at_the_right_iteration(data, tmp_path)
     assert checkpoint["optimizer"]["param_groups"][0]["batch_manhattan"] is True
     assert checkpoint["classes"] == ["circle", "cross", "diamond", "ring", "square", "triangle"]
     assert {"val_top1", "val_top5"} <= set(checkpoint["metrics"])
-    assert train_lines(out) == [1, 2]
+    assert train_lines(out) == [0, 1]
     assert list(out.glob("events.out.tfevents.*")), "no TensorBoard event file"
 
     with pytest.raises(SystemExit, match="--resume"):  # never overwrites a run silently
@@ -60,8 +67,8 @@ def test_tiny_run_checkpoints_and_resumes_at_the_right_iteration(data, tmp_path)
     main(args(data, out, 5, "--resume"))
     resumed = torch.load(out / "model_final.pth", weights_only=True)
     assert resumed["iteration"] == 5 and resumed["epoch"] == 1
-    assert train_lines(out) == [1, 2, 3, 4, 5]
-    assert resumed["scheduler"]["last_iter"] == 4
+    assert train_lines(out) == [0, 1, 2, 3, 4]
+    assert resumed["scheduler"]["last_epoch"] == 5  # the lr it holds is iteration 5's
     for key in fixed:  # FA's B never changes
         assert torch.equal(resumed["model"][key], model[key])
     changed = [k for k in model if k.endswith("conv1.weight")]
@@ -78,3 +85,36 @@ def test_options_file_then_command_line(data, tmp_path):
     saved = torch.load(out / "model_final.pth", weights_only=True)
     assert saved["iteration"] == 3 and saved["args"]["lr"] == 0.01
     assert not list(out.glob("events.out.tfevents.*"))
+
+
+class PlainStep(Pretrainer):
+    """Another algorithm's step (here: plain SGD written out) that records its targets."""
+
+    def run_step(self):
+        images, target = next(self.data_iter)
+        self.targets.append(target.tolist())
+        loss = F.cross_entropy(self.model(images), target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        SimpleTrainer.write_metrics({"loss_cls": loss.detach()}, 0.0)
+
+
+def run_plain_step(data, out, max_iter, resume=None):
+    trainer = PlainStep(parse_args(args(data, out, max_iter, "--no-tensorboard")))
+    trainer.targets = []
+    if resume:
+        trainer.resume(resume)
+    trainer.train()
+    return trainer.targets
+
+
+def test_own_run_step_resumes_on_the_same_data_order(data, tmp_path):
+    whole = run_plain_step(data, tmp_path / "whole", 5)  # crosses an epoch (3 iterations)
+    assert len(whole) == 5
+    first = run_plain_step(data, tmp_path / "split", 2)
+    rest = run_plain_step(data, tmp_path / "split", 5, resume=tmp_path / "split/checkpoint.pth")
+    assert first + rest == whole
+    final = torch.load(tmp_path / "split/model_final.pth", weights_only=True)
+    assert final["iteration"] == 5 and {"val_top1", "val_top5"} <= set(final["metrics"])
+    assert train_lines(tmp_path / "split") == [0, 1, 2, 3, 4]
