@@ -45,12 +45,12 @@ from .layers import (
     FeedbackConv2d,
     FeedbackLayer,
     FeedbackLinear,
-    check_fixed_feedback,
     feedback_layers,
     install_step_hook,
     remove_step_hooks,
 )
 from .rules import Scale, check_scale, derive_seed, get_rule
+from .sources import check_fixed_feedback
 
 logger = logging.getLogger(__name__)
 
