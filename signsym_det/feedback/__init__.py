@@ -7,7 +7,14 @@ for where a layer's B comes from, :mod:`.convert` for putting rules on a model,
 """
 
 from .alignment import gradient_alignment, weight_alignment
-from .convert import ConversionReport, LayerFeedback, conversion_report, convert, strip
+from .convert import (
+    ConversionReport,
+    LayerFeedback,
+    conversion_report,
+    convert,
+    parse_layer_spec,
+    strip,
+)
 from .layers import (
     FeedbackConv2d,
     FeedbackLayer,
@@ -15,7 +22,16 @@ from .layers import (
     advance_feedback_step,
     install_step_hook,
 )
-from .rules import SCALES, FeedbackRule, available_rules, get_rule, register_rule
+from .rules import (
+    PLAIN,
+    SCALES,
+    FeedbackRule,
+    available_rules,
+    check_scale,
+    get_rule,
+    parse_rule,
+    register_rule,
+)
 from .sources import (
     FIXED_FEEDBACK,
     FeedbackSource,
@@ -27,6 +43,7 @@ from .sources import (
 
 __all__ = [
     "FIXED_FEEDBACK",
+    "PLAIN",
     "SCALES",
     "ConversionReport",
     "FeedbackConv2d",
@@ -41,11 +58,14 @@ __all__ = [
     "Trained",
     "advance_feedback_step",
     "available_rules",
+    "check_scale",
     "conversion_report",
     "convert",
     "get_rule",
     "gradient_alignment",
     "install_step_hook",
+    "parse_layer_spec",
+    "parse_rule",
     "register_rule",
     "strip",
     "weight_alignment",
