@@ -18,7 +18,7 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
 model under the names it has there (e.g. ``prefix="backbone."``).
 
 Each layer draws its random state from ``derive_seed(seed, name)``, identical in every
-process. ``fixed_feedback`` (``"regenerate"`` or ``"store"``, see :mod:`.layers`) says whether
+process. ``fixed_feedback`` (``"regenerate"`` or ``"store"``, see :mod:`.sources`) says whether
 fa/frsf's fixed tensor is redrawn from that seed when needed or kept in a buffer.
 
 Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs, parametrized

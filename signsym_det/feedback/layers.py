@@ -91,9 +91,8 @@ class FeedbackLayer:
 
     def feedback_matrix(self) -> Tensor:
         """The B the backward pass uses now (detached)."""
-        step = self.current_step() if get_rule(self.rule).noise_per_step else None
         with torch.no_grad():
-            return self.feedback_source.make(self, self.weight.detach(), step).detach()
+            return self.feedback_source.make(self, self.weight.detach(), self.noise_step()).detach()
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -113,6 +112,10 @@ class FeedbackLayer:
             self.__dict__.pop(name, None)
         self.__class__ = plain_class
         return self
+
+    def noise_step(self) -> Optional[int]:
+        """The step whose noise B uses now, or None if the rule has no per-step noise."""
+        return self.current_step() if get_rule(self.rule).noise_per_step else None
 
     def current_step(self) -> int:
         """The training iteration of ``feedback_step`` (host copy; reads the device on change)."""

@@ -98,9 +98,8 @@ class LazySource(FeedbackSource):
         return (layer.weight,)
 
     def for_function(self, layer: nn.Module) -> LazyFeedback:
-        rule = get_rule(layer.rule)
-        step = layer.current_step() if rule.noise_per_step else None
-        inputs, spec = self.inputs(layer), (rule.name, layer.scale, step)
+        step = layer.noise_step()
+        inputs, spec = self.inputs(layer), (layer.rule, layer.scale, step)
         if not self.lazy.matches(inputs, spec):
             self.lazy = LazyFeedback(lambda weight: self.make(layer, weight, step), inputs, spec)
         return self.lazy.acquire()
@@ -189,9 +188,7 @@ class Trained(FeedbackSource):
         return cached[1]
 
     def for_function(self, layer: nn.Module) -> Tensor:
-        rule = get_rule(layer.rule)
-        step = layer.current_step() if rule.noise_per_step else None
-        feedback = self.make(layer, layer.weight.detach(), step)
+        feedback = self.make(layer, layer.weight.detach(), layer.noise_step())
         return feedback if layer.weight.requires_grad else feedback.detach()
 
     def trains(self, layer: nn.Module) -> bool:
