@@ -23,6 +23,7 @@ from .layers import (
     install_step_hook,
 )
 from .rules import (
+    BACKPROP,
     PLAIN,
     SCALES,
     FeedbackRule,
@@ -42,6 +43,7 @@ from .sources import (
 )
 
 __all__ = [
+    "BACKPROP",
     "FIXED_FEEDBACK",
     "PLAIN",
     "SCALES",

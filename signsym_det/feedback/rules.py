@@ -29,6 +29,8 @@ STATE_KINDS = ("buffer", "parameter")
 SCALE_TIMES = ("draw", "backward")
 #: The rule value meaning "no rule: leave the layer plain" (reserved, never a rule's name).
 PLAIN = "none"
+#: The rule whose B is W: what a plain layer's backward computes (records name plain layers so).
+BACKPROP = "bp"
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _noise_magnitude_with_scaled_sign(weight, state, scale, noise):
 
 def _register_builtin_rules() -> None:
     register_rule(
-        "bp",
+        BACKPROP,
         FeedbackRule(_weight, description="backprop control: B = W"),
         aliases=("backprop",),
     )

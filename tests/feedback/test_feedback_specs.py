@@ -4,11 +4,18 @@ import math
 
 import pytest
 
-from signsym_det.feedback import PLAIN, SCALES, check_scale, parse_layer_spec, parse_rule
+from signsym_det.feedback import (
+    BACKPROP,
+    PLAIN,
+    SCALES,
+    check_scale,
+    parse_layer_spec,
+    parse_rule,
+)
 
 
 def test_plain_is_none_in_any_case_and_rules_resolve_aliases():
-    assert PLAIN == "none"
+    assert (PLAIN, BACKPROP) == ("none", "bp")
     for value in (None, "none", " NONE ", "None"):
         assert parse_rule(value) is None
     assert parse_rule("usf") == "sign_symmetry"
