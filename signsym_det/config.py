@@ -8,13 +8,10 @@ is built or any data is read.
 
 from detectron2.config import CfgNode as CN
 
-from .feedback import FIXED_FEEDBACK, SCALES, available_rules
+from .feedback import FIXED_FEEDBACK, PLAIN, SCALES, available_rules, check_scale, parse_rule
 
 #: Parts of a detector, in the order a layer is matched against them (see modeling/parts.py).
 PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
-
-#: Rule value meaning "leave these layers as plain nn.Conv2d / nn.Linear".
-PLAIN = "none"
 
 
 def add_feedback_config(cfg):
@@ -26,7 +23,7 @@ def add_feedback_config(cfg):
     # Default rule and feedback scale for every converted layer.
     fb.RULE = "sign_symmetry"
     fb.SCALE = "xiao"
-    # Per part overrides; "" inherits RULE / SCALE, RULE "none" keeps the part plain.
+    # Per part overrides; "" inherits RULE / SCALE, RULE "none" (PLAIN) keeps the part plain.
     #   BACKBONE: the bottom-up network (ResNet body, incl. stem and shortcut convs)
     #   FPN: lateral/output convs and the P6/P7 top block
     #   HEAD: RetinaNet cls/bbox subnets, RPN conv, ROI box/mask head convs and fcs
@@ -59,48 +56,47 @@ def add_feedback_config(cfg):
     fb.CHECK_FINITE_GRADIENTS = False
 
 
-def _is_scale(value):
-    if value in SCALES:
-        return True
-    try:
-        return float(value) > 0
-    except ValueError:
-        return False
-
-
 def validate_feedback_config(cfg):
     """Raise ValueError naming the key, the bad value and the valid values."""
     fb = cfg.MODEL.FEEDBACK
     valid_rules = available_rules() + [PLAIN]
     scales = "one of {} or a positive number (as a string)".format(list(SCALES))
 
-    def check_rule(key, value, allow_inherit):
-        if (allow_inherit and value == "") or value == PLAIN or _resolves(value):
+    def rule(key, value, allow_inherit):
+        if allow_inherit and value == "":
             return
-        extra = ' or "" (inherit MODEL.FEEDBACK.RULE)' if allow_inherit else ""
-        raise ValueError(
-            f"cfg.{key} = {value!r} is not a learning rule; valid: {valid_rules}{extra}"
-        )
+        try:
+            parse_rule(value)
+        except ValueError:
+            extra = ' or "" (inherit MODEL.FEEDBACK.RULE)' if allow_inherit else ""
+            raise ValueError(
+                f"cfg.{key} = {value!r} is not a learning rule; valid: {valid_rules}{extra}"
+            ) from None
 
-    def check_scale(key, value, allow_inherit):
-        if (allow_inherit and value == "") or _is_scale(value):
+    def scale(key, value, allow_inherit):
+        if allow_inherit and value == "":
             return
-        raise ValueError(f"cfg.{key} = {value!r} is not a feedback scale; valid: {scales}")
+        try:
+            check_scale(value)
+        except ValueError:
+            raise ValueError(
+                f"cfg.{key} = {value!r} is not a feedback scale; valid: {scales}"
+            ) from None
 
-    check_rule("MODEL.FEEDBACK.RULE", fb.RULE, allow_inherit=False)
-    check_scale("MODEL.FEEDBACK.SCALE", fb.SCALE, allow_inherit=False)
+    rule("MODEL.FEEDBACK.RULE", fb.RULE, allow_inherit=False)
+    scale("MODEL.FEEDBACK.SCALE", fb.SCALE, allow_inherit=False)
     for part in PARTS:
-        check_rule(f"MODEL.FEEDBACK.{part}.RULE", fb[part].RULE, allow_inherit=True)
-        check_scale(f"MODEL.FEEDBACK.{part}.SCALE", fb[part].SCALE, allow_inherit=True)
+        rule(f"MODEL.FEEDBACK.{part}.RULE", fb[part].RULE, allow_inherit=True)
+        scale(f"MODEL.FEEDBACK.{part}.SCALE", fb[part].SCALE, allow_inherit=True)
     for i, entry in enumerate(fb.OVERRIDES):
         key = f"MODEL.FEEDBACK.OVERRIDES[{i}]"
         if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
             raise ValueError(
                 f"cfg.{key} = {entry!r}; expected [pattern, rule] or [pattern, rule, scale]"
             )
-        check_rule(key, entry[1], allow_inherit=False)
+        rule(key, entry[1], allow_inherit=False)
         if len(entry) == 3:
-            check_scale(key, entry[2], allow_inherit=True)
+            scale(key, entry[2], allow_inherit=True)
     if fb.FIXED_FEEDBACK not in FIXED_FEEDBACK:
         raise ValueError(
             f"cfg.MODEL.FEEDBACK.FIXED_FEEDBACK = {fb.FIXED_FEEDBACK!r}; "
@@ -110,14 +106,3 @@ def validate_feedback_config(cfg):
         if fb[key] < 0:
             raise ValueError(f"cfg.MODEL.FEEDBACK.{key} = {fb[key]!r}; expected an int >= 0")
     return cfg
-
-
-def _resolves(name):
-    """True if ``name`` is an alias of a registered rule (e.g. "usf")."""
-    from .feedback import get_rule
-
-    try:
-        get_rule(name)
-    except ValueError:
-        return False
-    return True

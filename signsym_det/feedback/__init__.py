@@ -1,38 +1,73 @@
 """Learning rules as drop-in Conv2d / Linear layers, in plain torch (no detectron2 here).
 
 Per layer, y = conv(x, W) + b and g = dL/dy: dL/dx = conv_transpose(g, B) with the rule's B;
-dL/dW and dL/db are backprop's. See :mod:`.rules` for the rules and scales, :mod:`.convert`
-for putting them on a model, :mod:`.alignment` for B-vs-W and gradient angles.
+dL/dW and dL/db are backprop's. See :mod:`.rules` for the rules and scales, :mod:`.sources`
+for where a layer's B comes from, :mod:`.convert` for putting rules on a model,
+:mod:`.alignment` for B-vs-W and gradient angles.
 """
 
 from .alignment import gradient_alignment, weight_alignment
-from .convert import ConversionReport, LayerFeedback, conversion_report, convert, strip
+from .convert import (
+    ConversionReport,
+    LayerFeedback,
+    conversion_report,
+    convert,
+    parse_layer_spec,
+    strip,
+)
 from .layers import (
-    FIXED_FEEDBACK,
     FeedbackConv2d,
     FeedbackLayer,
     FeedbackLinear,
     advance_feedback_step,
     install_step_hook,
 )
-from .rules import SCALES, FeedbackRule, available_rules, get_rule, register_rule
+from .rules import (
+    BACKPROP,
+    PLAIN,
+    SCALES,
+    FeedbackRule,
+    available_rules,
+    check_scale,
+    get_rule,
+    parse_rule,
+    register_rule,
+)
+from .sources import (
+    FIXED_FEEDBACK,
+    FeedbackSource,
+    FromWeight,
+    RegeneratedFixed,
+    StoredFixed,
+    Trained,
+)
 
 __all__ = [
+    "BACKPROP",
     "FIXED_FEEDBACK",
+    "PLAIN",
     "SCALES",
     "ConversionReport",
     "FeedbackConv2d",
     "FeedbackLayer",
     "FeedbackLinear",
     "FeedbackRule",
+    "FeedbackSource",
+    "FromWeight",
     "LayerFeedback",
+    "RegeneratedFixed",
+    "StoredFixed",
+    "Trained",
     "advance_feedback_step",
     "available_rules",
+    "check_scale",
     "conversion_report",
     "convert",
     "get_rule",
     "gradient_alignment",
     "install_step_hook",
+    "parse_layer_spec",
+    "parse_rule",
     "register_rule",
     "strip",
     "weight_alignment",

@@ -18,7 +18,7 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
 model under the names it has there (e.g. ``prefix="backbone."``).
 
 Each layer draws its random state from ``derive_seed(seed, name)``, identical in every
-process. ``fixed_feedback`` (``"regenerate"`` or ``"store"``, see :mod:`.layers`) says whether
+process. ``fixed_feedback`` (``"regenerate"`` or ``"store"``, see :mod:`.sources`) says whether
 fa/frsf's fixed tensor is redrawn from that seed when needed or kept in a buffer.
 
 Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs, parametrized
@@ -45,12 +45,12 @@ from .layers import (
     FeedbackConv2d,
     FeedbackLayer,
     FeedbackLinear,
-    check_fixed_feedback,
     feedback_layers,
     install_step_hook,
     remove_step_hooks,
 )
-from .rules import Scale, check_scale, derive_seed, get_rule
+from .rules import Scale, check_scale, derive_seed, parse_rule
+from .sources import check_fixed_feedback
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ def _feedback_class(module: nn.Module):
     return None
 
 
-def _parse_spec(spec, default: LayerSpec, where: str) -> LayerSpec:
-    """(canonical rule or None, scale or None) from a rule name, None/"none" or a dict."""
+def parse_layer_spec(spec, default: LayerSpec = (None, None), where: str = "rule") -> LayerSpec:
+    """(canonical rule or None, scale or None) of a rule name, None/"none" or a dict
+    ``{"rule": ..., "scale": ...}`` whose missing keys come from ``default``; errors start with
+    ``where``."""
     rule, scale = default
     if isinstance(spec, Mapping):
         unknown = sorted(set(spec) - {"rule", "scale"})
@@ -103,11 +105,7 @@ def _parse_spec(spec, default: LayerSpec, where: str) -> LayerSpec:
         rule = spec
     try:
         scale = None if scale is None else check_scale(scale)
-        if rule is None or (isinstance(rule, str) and rule.strip().lower() == "none"):
-            return None, scale
-        if not isinstance(rule, str):
-            raise ValueError(f"rule must be a name, None or 'none', got {rule!r}")
-        return get_rule(rule).name, scale
+        return parse_rule(rule), scale
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
 
@@ -131,7 +129,7 @@ def _parse_overrides(overrides, default: LayerSpec) -> list:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
             raise ValueError(f"overrides: expected (pattern, spec) pairs, got {item!r}")
         pattern, spec = item
-        parsed.append((pattern, _parse_spec(spec, default, f"overrides[{pattern!r}]")))
+        parsed.append((pattern, parse_layer_spec(spec, default, f"overrides[{pattern!r}]")))
     return parsed
 
 
@@ -165,7 +163,7 @@ def convert(
 ) -> nn.Module:
     """Give each selected Conv2d / Linear the rule's backward (see the module docstring)."""
     check_fixed_feedback(fixed_feedback)
-    default = _parse_spec(rule, (None, scale), "rule")
+    default = parse_layer_spec(rule, (None, scale), "rule")
     override_list = _parse_overrides(overrides, default)
     include = _parse_patterns(include, "include")
     exclude = _parse_patterns(exclude, "exclude")

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .cache import TensorVersion
+
 Feedback = Union[Tensor, Callable[[Tensor], Tensor]]
 Observer = Optional[Callable[[Tensor, Tensor], None]]
 
@@ -131,27 +133,22 @@ class AutocastCasts(dict):
 
     Like autocast's own cache of parameter casts: a layer called several times per iteration
     (RetinaNet's head) casts W once, not once per call, and autograd keeps one copy for
-    backward. Entries hold weak references: a copy lives exactly as long as a graph saves it.
-    An entry is reused while the source tensor and its in-place version are unchanged. Copies
-    and pickles are empty.
+    backward. An entry ``slot -> (TensorVersion of the source, weak reference to the copy)``
+    is reused while the source is unchanged (:class:`.cache.TensorVersion`); a copy lives
+    exactly as long as a graph saves it. Copies and pickles are empty.
     """
 
     def cast(self, slot: str, value, dtype: torch.dtype):
         """``value`` in ``dtype`` (see :func:`_autocast_cast`), from the cache if still valid."""
-        cast = _autocast_cast(value, dtype)
-        if cast is value or not torch.is_autocast_cache_enabled():
-            return cast
-        self[slot] = (weakref.ref(value), value._version, weakref.ref(cast))
-        return cast
-
-    def get(self, slot: str, value, dtype: torch.dtype):
-        """The cached copy of ``value`` in ``dtype``, or a new one."""
         entry = dict.get(self, slot)
-        if entry is not None and entry[0]() is value and entry[1] == value._version:
-            cast = entry[2]()
+        if entry is not None and entry[0].matches(value):
+            cast = entry[1]()
             if cast is not None and cast.dtype == dtype and cast.device == value.device:
                 return cast
-        return self.cast(slot, value, dtype)
+        cast = _autocast_cast(value, dtype)
+        if cast is not value and torch.is_autocast_cache_enabled():
+            self[slot] = (TensorVersion(value), weakref.ref(cast))
+        return cast
 
     def __reduce__(self):
         return (AutocastCasts, ())
@@ -174,7 +171,7 @@ def apply_autocast_aware(function, x: Tensor, weight: Tensor, bias, feedback, *a
         tensors = [_autocast_cast(value, dtype) for value in (x, weight, bias, feedback)]
     else:
         tensors = [_autocast_cast(x, dtype)] + [
-            casts.get(slot, value, dtype) if isinstance(value, Tensor) else value
+            casts.cast(slot, value, dtype) if isinstance(value, Tensor) else value
             for slot, value in (("weight", weight), ("bias", bias), ("feedback", feedback))
         ]
     with torch.autocast(device_type, enabled=False):

@@ -5,133 +5,50 @@ Functions of :mod:`.function`, otherwise (eval under no_grad, nothing needing gr
 plain op at the plain cost. FeedbackConv2d also applies ``self.norm`` then ``self.activation``
 when present, as detectron2's Conv2d does, so it replaces either class.
 
-Rule state on a layer: ``rule`` (canonical name), ``scale``, ``feedback_seed``, the tensor
-``feedback_weight`` (buffer or parameter, rules with state) and the int64 buffer
-``feedback_step`` (rules with per-step noise; advanced by :func:`advance_feedback_step`).
-
-Fixed feedback (``state="buffer"``: fa, frsf) is by default *regenerated*, not stored: the layer
-keeps only its seed and redraws the same tensor from it on W's device whenever it is needed
-(once per iteration), which saves one W-sized tensor per layer. ``layer.feedback_weight`` and
-``state_dict()`` read the same in both modes, and loading a tensor that the seed does not
-reproduce (e.g. a backbone pretrained under other layer names) makes the layer store it.
-``fixed_feedback="store"`` keeps the tensor in a buffer instead (no draw per iteration).
-
-Cost: a B made from W (sign symmetry, frsf, brsf) is made at most once per layer per
-iteration, in the first backward that needs it, and shared by every call of the layer in that
-iteration (RetinaNet's head runs each conv once per FPN level): a :class:`LazyFeedback` per
-layer, valid while W, the rule state, the scale and the step are unchanged, and emptied as
-soon as the last backward of those calls has run, so B is never held between iterations.
+Rule state on a layer: ``rule`` (canonical name), ``scale``, ``feedback_seed``, the
+``feedback_source`` (:mod:`.sources`: where B comes from, how it is made and cached; its
+tensor ``feedback_weight`` is a buffer, a parameter, or regenerated from the seed and read with
+:meth:`FeedbackLayer.feedback_state`) and the int64 buffer ``feedback_step`` (rules with
+per-step noise; advanced by :func:`advance_feedback_step`). ``state_dict()`` holds
+``feedback_weight`` whichever way it is kept.
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cache import TensorVersion
 from .function import (
     AutocastCasts,
     FeedbackConv2dFunction,
     FeedbackLinearFunction,
     apply_autocast_aware,
 )
-from .rules import FeedbackRule, check_scale, derive_seed, get_rule, scale_factor
+from .rules import check_scale, get_rule, scale_factor
+from .sources import FeedbackSource, attach_source, check_fixed_feedback
 
 _FEEDBACK_ATTRIBUTES = (
     "rule",
     "scale",
     "feedback_seed",
+    "feedback_source",
     "_plain_class",
-    "_noise_cache",
-    "_step_cache",
-    "_lazy_feedback",
+    "_step_seen",
     "_autocast_casts",
     "_alignment_observer",
-    "_redraw",
 )
-FIXED_FEEDBACK = ("regenerate", "store")
 _FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
-
-
-def check_fixed_feedback(value: str) -> str:
-    """Return ``value`` if it is one of :data:`FIXED_FEEDBACK`."""
-    if value not in FIXED_FEEDBACK:
-        raise ValueError(f"invalid fixed_feedback {value!r}; valid: {', '.join(FIXED_FEEDBACK)}")
-    return value
-
-
-def _version_key(tensor: Optional[Tensor]):
-    """What identifies a tensor's current values: (object, in-place version), or None."""
-    return None if tensor is None else (weakref.ref(tensor), tensor._version)
-
-
-def _same_version(key, tensor: Optional[Tensor]) -> bool:
-    if key is None or tensor is None:
-        return key is None and tensor is None
-    return key[0]() is tensor and key[1] == tensor._version
-
-
-class LazyFeedback:
-    """B of one layer for one iteration: made on first use, shared, dropped after last use.
-
-    The layer hands the same object to every forward call made while its W, rule, rule state,
-    scale and step are unchanged (:meth:`matches`); each call counts as one pending use. Backward
-    calls it with the weight it saved (``self(weight)``: made once, then reused while dtype
-    and device match) and then :meth:`release`: when no use is pending, B is dropped. A
-    backward that never runs only keeps B until the layer makes its next LazyFeedback.
-    Copies and pickles are empty (a copied layer makes its own).
-    """
-
-    __slots__ = ("make", "weight_key", "state_key", "spec", "pending", "value")
-
-    def __init__(self, make=None, weight=None, state=None, spec=None):
-        self.make = make
-        self.weight_key = _version_key(weight)
-        self.state_key = _version_key(state)
-        self.spec = spec
-        self.pending = 0
-        self.value: Optional[Tensor] = None
-
-    def matches(self, weight: Tensor, state: Optional[Tensor], spec: tuple) -> bool:
-        """True iff B made for this W, state and (rule, scale, step) would be this one's."""
-        return (
-            self.make is not None
-            and _same_version(self.weight_key, weight)
-            and _same_version(self.state_key, state)
-            and self.spec == spec
-        )
-
-    def acquire(self) -> "LazyFeedback":
-        """Count one more forward call whose backward will use B."""
-        self.pending += 1
-        return self
-
-    def __call__(self, weight: Tensor) -> Tensor:
-        value = self.value
-        if value is None or value.dtype != weight.dtype or value.device != weight.device:
-            value = self.value = self.make(weight)
-        return value
-
-    def release(self) -> None:
-        """One use is over; drop B once none is pending."""
-        self.pending -= 1
-        if self.pending <= 0:
-            self.value = None
-
-    def __reduce__(self):
-        return (LazyFeedback, ())
-
-    def __deepcopy__(self, memo):
-        return LazyFeedback()
 
 
 class FeedbackLayer:
     """Rule state and feedback matrix shared by FeedbackConv2d and FeedbackLinear."""
 
     _alignment_observer: Optional[Callable[[Tensor, Tensor], None]] = None
+    feedback_source: FeedbackSource
 
     def attach_feedback(
         self,
@@ -156,78 +73,34 @@ class FeedbackLayer:
         )
         self.feedback_seed = int(seed)
         self._plain_class = plain_class
-        self._noise_cache = None
-        self._step_cache = None
-        self._redraw = None
-        self._lazy_feedback = LazyFeedback()
+        self._step_seen = None
         self._autocast_casts = AutocastCasts()
         weight = self.weight.detach()
-        if record.init_state is not None:
-            draw_scale = scale_factor(self.scale, weight) if record.scale_at == "draw" else None
-            draw_scale = None if draw_scale is None else float(draw_scale)
-            if record.state == "buffer" and fixed_feedback == "regenerate":
-                self._redraw = (draw_scale,)
-            else:
-                state = self._draw_state(record, draw_scale, torch.device("cpu"))
-                state = state.to(device=weight.device, dtype=weight.dtype)
-                if record.state == "parameter":
-                    self.register_parameter("feedback_weight", nn.Parameter(state))
-                else:
-                    self.register_buffer("feedback_weight", state)
+        draw_scale = None
+        if record.scale_at == "draw":
+            draw_scale = float(scale_factor(self.scale, weight))
+        self.feedback_source = attach_source(self, record, draw_scale, fixed_feedback)
         if record.noise_per_step:
             self.register_buffer(
                 "feedback_step", torch.zeros((), dtype=torch.int64, device=weight.device)
             )
 
-    def _draw_state(self, record: FeedbackRule, draw_scale, device: torch.device) -> Tensor:
-        """The rule's state drawn from ``feedback_seed`` by a generator on ``device``."""
-        generator = torch.Generator(device=device).manual_seed(self.feedback_seed)
-        return record.init_state(self.weight.detach(), draw_scale, generator)
+    def feedback_state(self) -> Optional[Tensor]:
+        """The rule's state ``feedback_weight`` (stored, trained or drawn anew), or None."""
+        return self.feedback_source.state(self)
 
-    def _redrawn_state(self) -> Tensor:
-        """The fixed feedback tensor of a regenerating layer, drawn anew on W's device."""
-        weight = self.weight
-        state = self._draw_state(get_rule(self.rule), self._redraw[0], weight.device)
-        return state.to(device=weight.device, dtype=weight.dtype)
-
-    def _feedback_state(self) -> Optional[Tensor]:
-        """``feedback_weight`` (stored or redrawn), or None for rules without state."""
-        if self.__dict__.get("_redraw") is not None:
-            return self._redrawn_state()
-        return self._parameters.get("feedback_weight", self._buffers.get("feedback_weight"))
-
-    def __getattr__(self, name: str):
-        if name == "feedback_weight" and self.__dict__.get("_redraw") is not None:
-            return self._redrawn_state()
-        return super().__getattr__(name)
+    def feedback_matrix(self) -> Tensor:
+        """The B the backward pass uses now (detached)."""
+        with torch.no_grad():
+            return self.feedback_source.make(self, self.weight.detach(), self.noise_step()).detach()
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.__dict__.get("_redraw") is not None:
-            destination[prefix + "feedback_weight"] = self._redrawn_state()
+        self.feedback_source.save(self, destination, prefix)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, *rest):
-        """A regenerating layer keeps regenerating if the loaded tensor is what its seed
-        draws, and otherwise stores the loaded tensor from now on."""
-        key = prefix + "feedback_weight"
-        if self.__dict__.get("_redraw") is not None:
-            if key not in state_dict:
-                missing.append(key)
-            elif self._is_redrawn(state_dict[key]):
-                state_dict.pop(key)
-            else:  # a tensor the seed does not make (or the wrong shape): keep it in a buffer
-                state = self._redrawn_state()  # the shape check is super()'s
-                self._redraw = None
-                self.register_buffer("feedback_weight", state)
+        self.feedback_source.load(self, state_dict, prefix, missing)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, *rest)
-
-    def _is_redrawn(self, value: Tensor) -> bool:
-        """True iff ``value`` is exactly the tensor this layer's seed draws."""
-        if not isinstance(value, Tensor) or value.shape != self.weight.shape:
-            return False
-        with torch.no_grad():
-            state = self._redrawn_state()
-            return torch.equal(value.detach().to(device=state.device, dtype=state.dtype), state)
 
     def detach_feedback(self) -> nn.Module:
         """Drop all rule state and return to the plain class (same object, same weights)."""
@@ -240,81 +113,30 @@ class FeedbackLayer:
         self.__class__ = plain_class
         return self
 
-    def feedback_matrix(self) -> Tensor:
-        """The B the backward pass uses now (detached)."""
-        record = get_rule(self.rule)
-        step = self.current_step() if record.noise_per_step else None
-        with torch.no_grad():
-            return self._make_feedback(record, self.weight.detach(), step).detach()
+    def noise_step(self) -> Optional[int]:
+        """The step whose noise B uses now, or None if the rule has no per-step noise."""
+        return self.current_step() if get_rule(self.rule).noise_per_step else None
 
     def current_step(self) -> int:
         """The training iteration of ``feedback_step`` (host copy; reads the device on change)."""
         step = self.feedback_step
-        key = (step.device, step.data_ptr(), step._version)
-        if self._step_cache is None or self._step_cache[0] != key:
-            self._step_cache = (key, int(step))
-        return self._step_cache[1]
+        seen = self._step_seen
+        if seen is None or not seen[0].matches(step):
+            seen = self._step_seen = (TensorVersion(step), int(step))
+        return seen[1]
 
     def advance_step(self) -> None:
         """feedback_step += 1 without a device read."""
         new_step = self.current_step() + 1
         with torch.no_grad():
             self.feedback_step.add_(1)
-        step = self.feedback_step
-        self._step_cache = ((step.device, step.data_ptr(), step._version), new_step)
-
-    def _noise(self, step: int, device: torch.device, keep: bool = False) -> Tensor:
-        """This step's N(0, 1) of W's shape, seeded by (feedback_seed, step).
-
-        ``keep``: cache it for the step (a B made in forward, once per call, needs it each
-        time); otherwise it is drawn anew, as a lazily made B needs it once per iteration and
-        W-sized noise held between iterations would cost as much memory as W.
-        """
-        cache = self._noise_cache
-        if cache is not None and cache[0] == step and cache[1].device == device:
-            return cache[1]
-        generator = torch.Generator(device=device).manual_seed(
-            derive_seed(self.feedback_seed, step)
-        )
-        noise = torch.randn(
-            self.weight.shape, generator=generator, device=device, dtype=torch.float32
-        )
-        self._noise_cache = (step, noise) if keep else None
-        return noise
-
-    def _make_feedback(self, record: FeedbackRule, weight: Tensor, step: Optional[int]) -> Tensor:
-        state = self._feedback_state()
-        scale = scale_factor(self.scale, weight) if record.scale_at == "backward" else None
-        keep = record.state == "parameter"
-        noise = None if step is None else self._noise(step, weight.device, keep)
-        feedback = record.feedback(weight, state, scale, noise)
-        return feedback.to(weight.dtype)
-
-    def _feedback_source(self) -> Union[Tensor, LazyFeedback]:
-        """B for the Function: a trainable tensor, or this iteration's :class:`LazyFeedback`."""
-        record = get_rule(self.rule)
-        step = self.current_step() if record.noise_per_step else None
-        if record.state == "parameter":
-            feedback = self._make_feedback(record, self.weight.detach(), step)
-            return feedback if self.weight.requires_grad else feedback.detach()
-        weight = self.weight
-        state = self._buffers.get("feedback_weight")  # a regenerated one is fixed by the spec
-        spec = (record.name, self.scale, step)
-        lazy = self.__dict__.get("_lazy_feedback") or LazyFeedback()  # older pickles lack it
-        if not lazy.matches(weight, state, spec):
-            lazy = self._lazy_feedback = LazyFeedback(
-                lambda w: self._make_feedback(record, w, step), weight, state, spec
-            )
-        return lazy.acquire()
+        self._step_seen = (TensorVersion(self.feedback_step), new_step)
 
     def _needs_feedback(self, x: Tensor) -> bool:
         """True iff autograd will need this layer's backward with B."""
         if not torch.is_grad_enabled():
             return False
-        if x.requires_grad:
-            return True
-        state = self._parameters.get("feedback_weight")
-        return state is not None and state.requires_grad and self.weight.requires_grad
+        return x.requires_grad or self.feedback_source.trains(self)
 
     def _feedback_repr(self) -> str:
         scale = "" if self.scale is None else f", scale={self.scale}"
@@ -365,13 +187,13 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
                 x,
                 self.weight,
                 self.bias,
-                self._feedback_source(),
+                self.feedback_source.for_function(self),
                 self._alignment_observer,
                 self.stride,
                 padding,
                 self.dilation,
                 self.groups,
-                casts=self.__dict__.get("_autocast_casts"),
+                casts=self._autocast_casts,
             )
         else:
             x = self._conv_forward(x, self.weight, self.bias)
@@ -425,9 +247,9 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
             x,
             self.weight,
             self.bias,
-            self._feedback_source(),
+            self.feedback_source.for_function(self),
             self._alignment_observer,
-            casts=self.__dict__.get("_autocast_casts"),
+            casts=self._autocast_casts,
         )
 
     def extra_repr(self) -> str:

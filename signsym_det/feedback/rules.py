@@ -27,7 +27,10 @@ Scale = Union[str, float]
 
 STATE_KINDS = ("buffer", "parameter")
 SCALE_TIMES = ("draw", "backward")
-RESERVED_NAMES = ("none",)
+#: The rule value meaning "no rule: leave the layer plain" (reserved, never a rule's name).
+PLAIN = "none"
+#: The rule whose B is W: what a plain layer's backward computes (records name plain layers so).
+BACKPROP = "bp"
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def register_rule(name: str, rule: FeedbackRule, *, aliases=()) -> None:
     for new in names:
         if not (isinstance(new, str) and new.isidentifier() and new == new.lower()):
             raise ValueError(f"rule name {new!r} must be a lower-case identifier")
-        if new in _RULES or new in _ALIASES or new in RESERVED_NAMES:
+        if new in _RULES or new in _ALIASES or new == PLAIN:
             raise ValueError(f"rule name {new!r} is already taken (or reserved)")
     if len(set(names)) != len(names):
         raise ValueError(f"rule names repeat: {names}")
@@ -120,13 +123,30 @@ def register_rule(name: str, rule: FeedbackRule, *, aliases=()) -> None:
 
 
 def check_scale(scale) -> Scale:
-    """Return ``scale`` if it is one of :data:`SCALES` or a positive finite number."""
+    """``scale`` if it is one of :data:`SCALES`, else as a positive finite float (also when
+    written as a string, as YAML configs hold it: ``"0.5"``)."""
     if isinstance(scale, str) and scale in SCALES:
         return scale
-    is_number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
-    if is_number and math.isfinite(scale) and scale > 0:
-        return float(scale)
+    number = None
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        number = float(scale)
+    elif isinstance(scale, str):
+        try:
+            number = float(scale)
+        except ValueError:
+            pass
+    if number is not None and math.isfinite(number) and number > 0:
+        return number
     raise ValueError(f"invalid feedback scale {scale!r}; valid: {', '.join(SCALES)} or a float > 0")
+
+
+def parse_rule(name) -> Optional[str]:
+    """The canonical name of rule ``name`` (or alias), or None for None / :data:`PLAIN`."""
+    if name is None or (isinstance(name, str) and name.strip().lower() == PLAIN):
+        return None
+    if not isinstance(name, str):
+        raise ValueError(f"rule must be a name, None or {PLAIN!r}, got {name!r}")
+    return get_rule(name).name
 
 
 def scale_factor(scale: Scale, weight: Tensor) -> Union[float, Tensor]:
@@ -184,7 +204,7 @@ def _noise_magnitude_with_scaled_sign(weight, state, scale, noise):
 
 def _register_builtin_rules() -> None:
     register_rule(
-        "bp",
+        BACKPROP,
         FeedbackRule(_weight, description="backprop control: B = W"),
         aliases=("backprop",),
     )

@@ -8,7 +8,7 @@ PREDICTOR (``cls_score``, ``bbox_pred``, ``objectness_logits``, ``anchor_deltas`
 
 from fnmatch import fnmatchcase
 
-from ..config import PARTS, PLAIN, validate_feedback_config
+from ..config import PARTS, validate_feedback_config
 from ..feedback import convert
 
 PREDICTOR_LAYERS = ("cls_score", "bbox_pred", "objectness_logits", "anchor_deltas", "predictor")
@@ -24,13 +24,6 @@ def part_patterns():
     }
 
 
-def _spec(rule, scale):
-    """One override value for convert(): None keeps the layer plain."""
-    if rule == PLAIN:
-        return None
-    return {"rule": rule, "scale": scale}
-
-
 def feedback_overrides(cfg, names=None):
     """Ordered ``(pattern, spec)`` pairs: user overrides first, then the four parts.
 
@@ -42,13 +35,13 @@ def feedback_overrides(cfg, names=None):
     for entry in fb.OVERRIDES:
         pattern, rule = entry[0], entry[1]
         scale = entry[2] if len(entry) == 3 and entry[2] else fb.SCALE
-        pairs.append((pattern, _spec(rule, scale)))
+        pairs.append((pattern, {"rule": rule, "scale": scale}))
     patterns = part_patterns()
     for part in PARTS:
         rule = fb[part].RULE or fb.RULE
         scale = fb[part].SCALE or fb.SCALE
         pairs.extend(
-            (pattern, _spec(rule, scale))
+            (pattern, {"rule": rule, "scale": scale})
             for pattern in patterns[part]
             if names is None or any(fnmatchcase(n, pattern) for n in names)
         )

@@ -7,10 +7,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from ..config import PARTS as CONFIG_PARTS
 from ..utils.plots import plt, read_metrics, series
 
 METRICS = ("AP", "AP50", "AP75")
-PARTS = ("backbone", "fpn", "head", "predictor")
+#: The detector parts as the alignment hook logs them (lower case), in alphabetical order.
+PARTS = tuple(sorted(part.lower() for part in CONFIG_PARTS))
 
 
 def _ap(value):

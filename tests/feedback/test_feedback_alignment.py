@@ -39,7 +39,7 @@ def test_weight_alignment_fa_is_angle_to_stored_feedback():
     angles = weight_alignment(net)
     for name in ("0", "3"):
         layer = net.get_submodule(name)
-        expected = angle_degrees(layer.feedback_weight, layer.weight.detach())
+        expected = angle_degrees(layer.feedback_state(), layer.weight.detach())
         assert angles[name] == pytest.approx(expected, abs=1e-6)
         assert 60 < angles[name] < 120  # random B is nearly orthogonal to W
 
@@ -87,7 +87,7 @@ def test_gradient_alignment_shared_layer_uses_all_calls_and_can_be_disabled():
         grad_b = F.conv_transpose2d(g_b, weight, padding=1)
         return torch.cat([grad_a.flatten(), grad_b.flatten()])
 
-    expected = angle_degrees(both(layer.feedback_weight), both(layer.weight.detach()))
+    expected = angle_degrees(both(layer.feedback_state()), both(layer.weight.detach()))
     assert angles == pytest.approx({"": expected}, abs=1e-4)
 
     with gradient_alignment(layer, enabled=False) as angles:

@@ -227,10 +227,10 @@ def test_root_layer_inplace_false_and_already_converted_layers():
     assert copied.head["conv"].weight is not model.head["conv"].weight
     assert torch.equal(copied.head["conv"].weight, model.head["conv"].weight)
 
-    feedback = copied.head["conv"].feedback_weight.clone()
+    feedback = copied.head["conv"].feedback_state().clone()
     convert(copied, "sign_symmetry")
     assert copied.head["conv"].rule == "fa"
-    assert torch.equal(copied.head["conv"].feedback_weight, feedback)
+    assert torch.equal(copied.head["conv"].feedback_state(), feedback)
 
 
 class CustomForwardConv(nn.Conv2d):
@@ -281,5 +281,5 @@ def test_prefix_names_a_part_as_in_the_whole_model():
     part = TinyDetector()
     convert(part.head, "fa", seed=3, prefix="head.", include=["head.conv", "head.bbox"])
     assert _rules_of(part.head) == {"conv": "fa", "bbox": "fa"}
-    assert torch.equal(part.head["conv"].feedback_weight, whole.head["conv"].feedback_weight)
-    assert torch.equal(part.head["bbox"].feedback_weight, whole.head["bbox"].feedback_weight)
+    assert torch.equal(part.head["conv"].feedback_state(), whole.head["conv"].feedback_state())
+    assert torch.equal(part.head["bbox"].feedback_state(), whole.head["bbox"].feedback_state())

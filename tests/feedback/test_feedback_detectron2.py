@@ -125,5 +125,5 @@ def test_norm_then_activation_applied_inside_and_backward_through_them():
     before_norm = F.conv2d(x.detach(), reference.weight, reference.bias, padding=1)
     before_norm.requires_grad_()
     grad_before_norm = torch.autograd.grad(F.relu(reference.norm(before_norm)), before_norm, g)[0]
-    expected = F.conv_transpose2d(grad_before_norm, conv.feedback_weight, padding=1)
+    expected = F.conv_transpose2d(grad_before_norm, conv.feedback_state(), padding=1)
     torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)

@@ -54,7 +54,7 @@ def test_sign_symmetry_follows_sign_flips_after_optimizer_step():
 
 def test_fa_feedback_fixed_through_training_and_state_dict():
     net = convert(_small_net(), "fa", seed=11)
-    feedback_before = [net[0].feedback_weight.clone(), net[3].feedback_weight.clone()]
+    feedback_before = [net[0].feedback_state().clone(), net[3].feedback_state().clone()]
     assert "0.feedback_weight" in net.state_dict()
     assert all("feedback_weight" not in name for name, _ in net.named_parameters())
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5, weight_decay=0.1)
@@ -62,14 +62,14 @@ def test_fa_feedback_fixed_through_training_and_state_dict():
         optimizer.zero_grad()
         net(torch.randn(2, 3, 5, 5, requires_grad=True)).pow(2).sum().backward()
         optimizer.step()
-    assert torch.equal(net[0].feedback_weight, feedback_before[0])
+    assert torch.equal(net[0].feedback_state(), feedback_before[0])
     assert torch.equal(net[3].feedback_matrix(), feedback_before[1])
 
     other = convert(_small_net(), "fa", seed=12)
-    assert not torch.equal(other[0].feedback_weight, feedback_before[0])
+    assert not torch.equal(other[0].feedback_state(), feedback_before[0])
     other.load_state_dict(net.state_dict())
     assert torch.equal(other[0].feedback_matrix(), feedback_before[0])
-    assert torch.equal(other[3].feedback_weight, feedback_before[1])
+    assert torch.equal(other[3].feedback_state(), feedback_before[1])
 
 
 @pytest.mark.parametrize("rule", ["fa", "frsf", "kolen_pollack"])
@@ -77,15 +77,15 @@ def test_fixed_draws_are_reproducible_per_seed_and_distinct_per_layer(rule):
     first, second = convert(_small_net(), rule, seed=7), convert(_small_net(), rule, seed=7)
     third = convert(_small_net(), rule, seed=8)
     for index in (0, 3):
-        assert torch.equal(first[index].feedback_weight, second[index].feedback_weight)
-        assert not torch.equal(first[index].feedback_weight, third[index].feedback_weight)
+        assert torch.equal(first[index].feedback_state(), second[index].feedback_state())
+        assert not torch.equal(first[index].feedback_state(), third[index].feedback_state())
     twins = convert(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), rule, seed=7)
-    assert not torch.equal(twins[0].feedback_weight, twins[1].feedback_weight)
+    assert not torch.equal(twins[0].feedback_state(), twins[1].feedback_state())
 
 
 def test_frsf_magnitudes_fixed_and_signs_follow_weight():
     net = convert(_small_net(), "frsf", seed=2)
-    magnitude = net[0].feedback_weight.clone()
+    magnitude = net[0].feedback_state().clone()
     assert (magnitude >= 0).all()
     before = net[0].feedback_matrix()
     with torch.no_grad():

@@ -121,7 +121,7 @@ def test_linear_input_grad_is_g_times_b():
     out = layer(x)
     g = torch.randn_like(out)
     out.backward(g)
-    torch.testing.assert_close(x.grad, g @ layer.feedback_weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, g @ layer.feedback_state(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(
         layer.weight.grad, g.reshape(-1, 4).t() @ x.detach().reshape(-1, 7), rtol=1e-5, atol=1e-6
     )

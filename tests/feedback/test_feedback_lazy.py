@@ -9,7 +9,7 @@ from feedback_reference import reference_feedback
 from torch import nn
 
 from signsym_det.feedback import convert
-from signsym_det.feedback.layers import LazyFeedback
+from signsym_det.feedback.cache import LazyFeedback
 
 CALLS = []
 
@@ -17,14 +17,14 @@ CALLS = []
 def _counting(net):
     """The net's conv on sign symmetry, recording each time its B is made."""
     convert(net, "sign_symmetry")
-    layer = net.conv
-    make = layer._make_feedback
+    source = net.conv.feedback_source
+    make = source.make
 
     def counted(*args):
         CALLS.append(1)
         return make(*args)
 
-    layer._make_feedback = counted
+    source.make = counted
     return net
 
 
@@ -69,7 +69,7 @@ def test_feedback_made_once_per_iteration_for_a_shared_layer():
     assert len(CALLS) == 1
     for x, g in zip(xs, grads):
         torch.testing.assert_close(x.grad, F.conv_transpose2d(g, reference(weight), padding=1))
-    assert net.conv._lazy_feedback.value is None  # not held after the last backward
+    assert net.conv.feedback_source.lazy.value is None  # not held after the last backward
     optimizer.step()
     optimizer.zero_grad()
     CALLS.clear()
@@ -118,7 +118,9 @@ def test_brsf_keeps_no_noise_between_iterations():
     net = convert(Shared(), "brsf", seed=4)
     xs = _inputs()
     grads = _step(net, xs)
-    assert net.conv._noise_cache is None and net.conv._lazy_feedback.value is None
+    source = net.conv.feedback_source
+    assert set(vars(source)) == {"lazy"}  # no noise kept
+    assert source.lazy.value is None
     expected = reference_feedback(net.conv)
     for x, g in zip(xs, grads):
         torch.testing.assert_close(x.grad, F.conv_transpose2d(g, expected, padding=1))
@@ -145,7 +147,7 @@ def test_layers_with_lazy_feedback_copy_and_pickle():
     clone = copy.deepcopy(net)
     restored = pickle.loads(pickle.dumps(net))
     for other in (clone, restored):
-        assert isinstance(other.conv._lazy_feedback, LazyFeedback)
+        assert isinstance(other.conv.feedback_source.lazy, LazyFeedback)
         xs = _inputs()
         grads = _step(other, xs)
         expected = reference_feedback(other.conv)
@@ -165,7 +167,7 @@ def test_autocast_casts_weight_once_per_iteration_for_a_shared_layer():
     assert saved[0][1].dtype == torch.bfloat16
     del saved
     sum(out.float().sum() for out in outs).backward()
-    assert net.conv._autocast_casts["weight"][2]() is None  # freed with the graph
+    assert net.conv._autocast_casts["weight"][1]() is None  # freed with the graph
 
     reference.conv._autocast_casts = None  # the uncached path: one cast per call
     ref_xs = [x.detach().clone().requires_grad_(True) for x in xs]
