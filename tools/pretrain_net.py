@@ -16,7 +16,7 @@ model_final.pth are weights-only checkpoints; convert them with tools/convert_pr
 
 import sys
 
-from signsym_det.classification.cli import main
+from signsym_det.pretrain_net import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1:])  # returns the final metrics (a dict), not an exit code

@@ -18,11 +18,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..config import add_feedback_config, validate_feedback_config
+from ..feedback import available_rules
 from ..model_zoo import get_config_file
 
 #: The stock detectron2 model: plain nn.Conv2d and plain autograd, the baseline of all ratios.
 STOCK = "stock"
-RULES = ("bp", "fa", "sign_symmetry", "frsf", "brsf", "kolen_pollack")
+RULES = tuple(available_rules())
 
 
 def config_path(depth: int, rule: str) -> str:

@@ -20,9 +20,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from torch import nn
 
-from ..feedback import FeedbackLayer
+from ..feedback import BACKPROP, FeedbackLayer
 from .io import AtomicLocalWrites
-from .load_checks import PLAIN_RULE, LoadReport, backbone_rule, check_load, find_backbone_prefix
+from .load_checks import LoadReport, backbone_rule, check_load, find_backbone_prefix
 from .load_report import log_load_report
 from .pretrained import check_model_layout, read_checkpoint
 from .torchvision_to_d2 import strip_module_prefix
@@ -31,7 +31,7 @@ from .torchvision_to_d2 import strip_module_prefix
 def layer_rules(model: nn.Module) -> dict:
     """Module name -> learning rule of every conv/linear of ``model`` (plain ones: bp)."""
     return {
-        name: module.rule if isinstance(module, FeedbackLayer) else PLAIN_RULE
+        name: module.rule if isinstance(module, FeedbackLayer) else BACKPROP
         for name, module in model.named_modules()
         if isinstance(module, (FeedbackLayer, nn.Conv2d, nn.Linear))
     }

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..feedback import BACKPROP
 from .pretrained import canonical_rule
 from .torchvision_to_d2 import describe_resnet, format_resnet, stage_of
 
 STEM_KEY = "stem.conv1.weight"
-PLAIN_RULE = "bp"  # a plain Conv2d/Linear trains by backprop
 NOT_WEIGHTS = ("num_batches_tracked", "feedback_weight", "feedback_step")
 STATS = ("running_mean", "running_var")
 
@@ -34,7 +34,7 @@ class LoadReport:
 
     path: str
     recorded_rule: str | None = None
-    model_rule: str = PLAIN_RULE
+    model_rule: str = BACKPROP
     backbone_prefix: str | None = None
     backbone_loaded: list = field(default_factory=list)
     backbone_missing: list = field(default_factory=list)
@@ -70,7 +70,7 @@ def backbone_rule(layer_rules: dict, prefix: str | None) -> str:
         for name, rule in layer_rules.items()
         if not prefix or name == prefix or name.startswith(prefix + ".")
     ]
-    return Counter(under).most_common(1)[0][0] if under else PLAIN_RULE
+    return Counter(under).most_common(1)[0][0] if under else BACKPROP
 
 
 def known_rule(name) -> str:

@@ -26,7 +26,7 @@ import os
 import numpy as np
 import torch
 
-from ..feedback import get_rule
+from ..feedback import BACKPROP, PLAIN, get_rule
 from .io import atomic_save, load_weights_only
 from .torchvision_to_d2 import is_torchvision_resnet, strip_module_prefix, torchvision_to_d2
 
@@ -36,8 +36,8 @@ AUTHOR = "signsym_det"
 
 #: Rule names of Xiao et al.'s script (``--algo``) that are not aliases of ours.
 FOREIGN_RULE_NAMES = {
-    "sham": "bp",
-    "none": "bp",
+    "sham": BACKPROP,
+    PLAIN: BACKPROP,
     "sign_symmetry_random_magnitude": "frsf",
     # a fixed B = sign(W0) * s: a fixed buffer, restored and used exactly as fa's
     "feedback_alignment_signed_init": "fa",
@@ -47,7 +47,7 @@ FOREIGN_RULE_NAMES = {
 def canonical_rule(name) -> str:
     """Our canonical rule name for ``name`` (ours, an alias, or Xiao et al.'s ``--algo``)."""
     if name is None:
-        return "bp"
+        return BACKPROP
     key = str(name).strip().lower()
     return FOREIGN_RULE_NAMES.get(key) or get_rule(key).name
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models
 
+from ..feedback import BACKPROP, PLAIN, get_rule, parse_rule
 from ..feedback import convert as convert_layers
-from ..feedback import get_rule
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CLASSIFIER = "fc"
@@ -27,7 +27,7 @@ def stage_of(name: str) -> str:
 
 
 def _rule_name(rule) -> str:
-    return "none" if rule is None or str(rule).lower() == "none" else get_rule(rule).name
+    return parse_rule(rule) or PLAIN
 
 
 def feedback_record(
@@ -72,7 +72,7 @@ def build_classifier(
         raise ValueError(f"arch {arch!r} is not one of {ARCHS}")
     model = getattr(models, arch)(weights=None, num_classes=num_classes)
     fc_rule = _rule_name(classifier_rule)
-    if fc_rule in ("none", "bp"):
+    if fc_rule in (PLAIN, BACKPROP):
         overrides = {CLASSIFIER: None}
     else:
         overrides = {CLASSIFIER: {"rule": fc_rule, "scale": classifier_scale}}

@@ -6,7 +6,7 @@ finite, the one last in forward (module registration) order is where it started.
 
 import torch
 
-from ..feedback import FeedbackLayer
+from ..feedback import BACKPROP, FeedbackLayer
 from ..modeling.parts import part_of
 
 
@@ -17,7 +17,7 @@ def first_nonfinite_layer(model):
         weight = getattr(module, "weight", None)
         grad = getattr(weight, "grad", None)
         if isinstance(grad, torch.Tensor) and not bool(torch.isfinite(grad).all()):
-            rule = module.rule if isinstance(module, FeedbackLayer) else "plain (backprop)"
+            rule = module.rule if isinstance(module, FeedbackLayer) else BACKPROP
             culprit = (name, rule, part_of(name).lower())
     return culprit
 

@@ -101,7 +101,7 @@ class ClassifierLoss(nn.Module):
 
 
 class Pretrainer(TrainerBase):
-    """Everything built from the parsed arguments (see signsym_det.classification.cli)."""
+    """Everything built from the parsed arguments (see signsym_det.pretrain_net)."""
 
     def __init__(self, args):
         super().__init__()

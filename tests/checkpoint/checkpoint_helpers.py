@@ -6,8 +6,8 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from signsym_det import add_feedback_config
-from signsym_det.classification.cli import main as pretrain_main
 from signsym_det.data.classification import generate_classification_dataset
+from signsym_det.pretrain_net import main as pretrain_main
 
 ROOT = Path(__file__).parents[2]
 PREFIX = "backbone.bottom_up."

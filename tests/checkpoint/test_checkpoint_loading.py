@@ -158,7 +158,7 @@ def test_detection_checkpoint_records_rule_and_restores_feedback(tmp_path, caplo
     assert saved["feedback"] == {"rule": "frsf"}
 
     other = retinanet("frsf", 18, "MODEL.FEEDBACK.SEED", 1)
-    assert not torch.equal(*(m.head.cls_subnet[0].feedback_weight for m in (model, other)))
+    assert not torch.equal(*(m.head.cls_subnet[0].feedback_state() for m in (model, other)))
     with caplog.at_level(logging.INFO, logger=LOGGER):
         FeedbackCheckpointer(other).load(str(tmp_path / "model_0000009.pth"))
     assert warnings_of(caplog) == []

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.engine import SimpleTrainer
 
-from signsym_det.classification.cli import main, parse_args
 from signsym_det.data.classification import generate_classification_dataset
 from signsym_det.engine.pretrain import Pretrainer
+from signsym_det.pretrain_net import main, parse_args
 
 pytestmark = pytest.mark.slow  # trains (in process) for tens of seconds
 

@@ -29,7 +29,7 @@ def test_last_registered_nonfinite_layer_is_named():
     model.head[0].weight.grad[0, 0, 0, 0] = float("inf")
     assert first_nonfinite_layer(model) == ("head.0", "sign_symmetry", "head")
     model.head.cls_score.weight.grad[1, 0, 0, 0] = float("nan")
-    assert first_nonfinite_layer(model) == ("head.cls_score", "plain (backprop)", "predictor")
+    assert first_nonfinite_layer(model) == ("head.cls_score", "bp", "predictor")
 
 
 def test_gradient_check_stops_before_the_step():

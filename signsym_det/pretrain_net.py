@@ -1,4 +1,4 @@
-"""Command line of tools/pretrain_net.py: arguments, options files, main().
+"""``python -m signsym_det.pretrain_net`` (= tools/pretrain_net.py): arguments, options, main().
 
 Recipes live in options files (``configs/ImageNet/*.args``) read with ``@FILE``: one or more
 options per line, ``#`` starts a comment. Later options win, so
@@ -17,11 +17,11 @@ import torch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..engine.latest_checkpoint import latest_checkpoint_path
-from ..feedback import available_rules
-from .distributed import init_distributed
-from .model import ARCHS
-from .optim import OPTIMIZERS, SCHEDULES
+from .classification.distributed import init_distributed
+from .classification.model import ARCHS
+from .classification.optim import OPTIMIZERS, SCHEDULES
+from .engine.latest_checkpoint import latest_checkpoint_path
+from .feedback import available_rules
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,7 +139,7 @@ def _resume_path(args) -> str | None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.make_dataset:
-        from ..data.classification import ensure_classification_dataset
+        from .data.classification import ensure_classification_dataset
 
         summary = ensure_classification_dataset(args.data)
         state = "generated" if summary["generated"] else "found"
@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
     init_distributed(args.device)
     for name in ("detectron2", "signsym_det"):
         setup_logger(args.output_dir, distributed_rank=comm.get_rank(), name=name)
-    from ..engine.pretrain import Pretrainer
+    from .engine.pretrain import Pretrainer
 
     trainer = Pretrainer(args)
     if path:
@@ -160,3 +160,7 @@ def main(argv=None) -> dict:
             raise SystemExit("--eval-only needs --resume PATH")
         return trainer.validate()
     return trainer.train()
+
+
+if __name__ == "__main__":
+    main()
