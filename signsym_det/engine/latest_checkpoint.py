@@ -14,7 +14,8 @@ import os
 from detectron2.engine import hooks
 from fvcore.common.checkpoint import Checkpointer
 
-from ..checkpoint import atomic_save, load_weights_only
+from ..checkpoint import load_weights_only
+from ..checkpoint.io import AtomicLocalWrites
 
 LATEST = "checkpoint"
 FINAL = "model_final"
@@ -26,24 +27,23 @@ def latest_checkpoint_path(output_dir) -> str:
 
 
 class WeightsOnlyCheckpointer(Checkpointer):
-    """fvcore's Checkpointer, but: files are written atomically (no ``last_checkpoint``
-    tag: the name is fixed), read weights-only, the model is loaded strictly (a resume
-    restores every tensor), ``extra_state()`` adds top-level values to every save and
-    ``check(checkpoint, path)`` may refuse a file before anything of it is loaded."""
+    """fvcore's Checkpointer, but: files are written atomically and must read weights-only
+    (:class:`AtomicLocalWrites`), no ``last_checkpoint`` tag (the names are fixed), the
+    model is loaded strictly (a resume restores every tensor), ``extra_state()`` adds
+    top-level values to every save and ``check(checkpoint, path)`` may refuse a file before
+    anything of it is loaded."""
 
     def __init__(self, model, save_dir="", *, extra_state=dict, check=None, **kwargs):
         super().__init__(model, save_dir, **kwargs)
+        self.path_manager = AtomicLocalWrites(self.path_manager)
         self._extra_state = extra_state
         self._check = check
 
     def save(self, name, **kwargs):
-        if not self.save_dir or not self.save_to_disk:
-            return
-        data = {"model": self.model.state_dict()}
-        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
-        data.update(self._extra_state(), **kwargs)
-        path = atomic_save(data, os.path.join(self.save_dir, f"{name}.pth"))
-        self.logger.info(f"saved {path} (iteration {data.get('iteration')})")
+        super().save(name, **{**self._extra_state(), **kwargs})
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        """No tag: :func:`latest_checkpoint_path` names the latest file."""
 
     def _load_file(self, path):
         checkpoint = load_weights_only(path)
