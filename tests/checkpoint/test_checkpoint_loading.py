@@ -67,6 +67,7 @@ def test_fixed_feedback_survives_pretrain_convert_load(tmp_path, caplog, rule):
     assert all(torch.equal(after[k], v) for k, v in feedback_tensors(model).items())
 
 
+@pytest.mark.slow
 def test_bp_weights_into_fa_model_draw_fresh_feedback_with_a_warning(tmp_path, caplog):
     path = save_torchvision(tmp_path, "resnet18")
     model = retinanet("fa")
@@ -87,6 +88,7 @@ def test_bp_weights_into_fa_model_draw_fresh_feedback_with_a_warning(tmp_path, c
     assert warnings_of(caplog) == []
 
 
+@pytest.mark.slow
 def test_recorded_rule_mismatch_warns_naming_both(tmp_path, caplog):
     torch.manual_seed(0)
     classifier = build_classifier("resnet18", 10, "fa", seed=3)
@@ -113,6 +115,7 @@ def test_recorded_rule_mismatch_warns_naming_both(tmp_path, caplog):
         ("resnet18", 50, "R-18", "R-50"),
     ],  # fmt: skip
 )
+@pytest.mark.slow
 def test_wrong_depth_is_an_error(tmp_path, caplog, arch, depth, found, expected):
     path = save_torchvision(tmp_path, arch)
     with caplog.at_level(logging.ERROR, logger=LOGGER):
@@ -123,6 +126,7 @@ def test_wrong_depth_is_an_error(tmp_path, caplog, arch, depth, found, expected)
     assert any(r.levelname == "ERROR" for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_wrong_layout_is_an_error(tmp_path):
     state = torchvision.models.resnet18().state_dict()
     renamed = {f"encoder.{k.replace('layer', 'stage')}": v for k, v in state.items()}
@@ -135,6 +139,7 @@ def test_wrong_layout_is_an_error(tmp_path):
     assert len(checkpointer.last_report.backbone_missing) == 60
 
 
+@pytest.mark.slow
 def test_detectron2_pkl_files_still_load(tmp_path):
     source = retinanet("bp")
     backbone = {
@@ -151,6 +156,7 @@ def test_detectron2_pkl_files_still_load(tmp_path):
         assert torch.equal(model.state_dict()[PREFIX + key], torch.from_numpy(value))
 
 
+@pytest.mark.slow
 def test_detection_checkpoint_records_rule_and_restores_feedback(tmp_path, caplog):
     model = retinanet("frsf")
     FeedbackCheckpointer(model, save_dir=str(tmp_path)).save("model_0000009", iteration=9)

@@ -61,6 +61,7 @@ def random_torchvision(depth, seed=0):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth, form", [(18, "plain"), (18, "ddp"), (50, "ddp")])
 def test_every_backbone_tensor_is_its_source(tmp_path, depth, form):
     source = random_torchvision(depth)

@@ -56,6 +56,7 @@ def count(module):
     return sum(p.numel() for p in module.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["bp", "sign_symmetry", "fa", "frsf", "brsf", "kolen_pollack"])
 def test_r50_retinanet_parameter_count(rule):
     cfg = load_cfg(f"configs/COCO-Detection/retinanet_R_50_FPN_1x_{rule}.yaml")
@@ -76,6 +77,7 @@ def test_r50_retinanet_parameter_count(rule):
     assert count(model.backbone) - backbone_feedback == 31_452_352
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["sign_symmetry", "fa", "kolen_pollack"])
 def test_stock_checkpoint_loads_into_swapped_model(rule):
     stock_cfg = stock_r50_retinanet_cfg()

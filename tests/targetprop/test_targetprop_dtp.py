@@ -109,6 +109,7 @@ def test_training_loss_falls_on_separable_blobs(variant, aux):
     assert set(metrics[-1]) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, aux", [("dtp", 0), ("ao_sdtp", 3)])
 def test_trained_inverses_turn_hidden_targets_towards_the_gradient(variant, aux):
     torch.manual_seed(0)
