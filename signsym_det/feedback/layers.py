@@ -78,12 +78,16 @@ class FeedbackLayer:
         weight = self.weight.detach()
         draw_scale = None
         if record.scale_at == "draw":
-            draw_scale = float(scale_factor(self.scale, weight))
+            draw_scale = float(self.feedback_scale(weight))
         self.feedback_source = attach_source(self, record, draw_scale, fixed_feedback)
         if record.noise_per_step:
             self.register_buffer(
                 "feedback_step", torch.zeros((), dtype=torch.int64, device=weight.device)
             )
+
+    def feedback_scale(self, weight: Tensor):
+        """The rule's factor s for ``weight`` (this layer's W or a copy of it)."""
+        return scale_factor(self.scale, weight)
 
     def feedback_state(self) -> Optional[Tensor]:
         """The rule's state ``feedback_weight`` (stored, trained or drawn anew), or None."""
