@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
-from .function import _release, _save_inputs, _saved_inputs, apply_autocast_aware
+from .function import _release, _save_inputs, _saved_inputs
 from .layers import FeedbackLayer
 from .rules import scale_factor
 
@@ -213,16 +213,7 @@ class FeedbackLocallyConnected2d(FeedbackLayer, LocallyConnected2d):
         if not self._needs_feedback(x):
             return super().forward(x)
         self._check_input(x)
-        return apply_autocast_aware(
-            LocallyConnected2dFunction,
-            x,
-            self.weight,
-            self.bias,
-            self.feedback_source.for_function(self),
-            self._alignment_observer,
-            self.geometry,
-            casts=self._autocast_casts,
-        )
+        return self._apply_feedback(LocallyConnected2dFunction, x, self.geometry)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._feedback_repr()
