@@ -18,10 +18,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .classification.distributed import init_distributed
-from .classification.model import ARCHS
+from .classification.model import ARCHS, CONVNETS, algorithms, check_algorithm
 from .classification.optim import OPTIMIZERS, SCHEDULES
 from .engine.latest_checkpoint import latest_checkpoint_path
-from .feedback import available_rules
+from .feedback import available_rules, parse_rule
+from .targetprop import ACTIVATIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        description="Pretrain a rule-swapped ResNet classifier on an ImageFolder dataset.",
+        description="Pretrain a classifier on an ImageFolder dataset: a rule-swapped ResNet, or "
+        "Bartunov et al.'s layered convnets by a rule, DFA or target propagation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         fromfile_prefix_chars="@",
     )
@@ -43,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", default="output/pretrain")
     p.add_argument("--arch", default="resnet18", choices=ARCHS)
-    p.add_argument("--rule", default="sign_symmetry", help=f"one of {available_rules()}")
+    p.add_argument(
+        "--algorithm",
+        default=None,
+        choices=algorithms(),
+        help="a feedback rule (= --rule) or, for convnet/convnet_lc, dfa, dtp, sdtp, ao_sdtp; "
+        "default: --rule",
+    )
+    p.add_argument(
+        "--rule", default=None, help=f"one of {available_rules()} (default: sign_symmetry)"
+    )
     p.add_argument("--scale", default=None, help="feedback scale (default: the rule's)")
     p.add_argument(
         "--classifier-rule",
@@ -114,7 +125,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="iterations between rule-vs-backprop input-gradient angles; 0 = never",
     )
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    layered = p.add_argument_group("convnet / convnet_lc (Bartunov et al.'s layered networks)")
+    layered.add_argument("--channels", type=int, nargs="+", default=[32, 64], help="conv widths")
+    layered.add_argument("--kernel-size", type=int, default=5)
+    layered.add_argument("--stride", type=int, default=2)
+    layered.add_argument("--activation", default="tanh", choices=tuple(ACTIVATIONS))
+    layered.add_argument(
+        "--aux-outputs",
+        type=int,
+        default=None,
+        help="auxiliary output units (default: as many as classes for ao_sdtp, else 0)",
+    )
+    layered.add_argument(
+        "--update-angle-period",
+        type=int,
+        default=100,
+        help="iterations between angle(algorithm's weight update, backprop's) logs; 0 = never",
+    )
+    layered.add_argument(
+        "--dfa-scale", type=float, default=None, help="DFA: std of B (1/sqrt(classes))"
+    )
+    layered.add_argument("--beta", type=float, default=0.5, help="DTP: output target step")
+    layered.add_argument(
+        "--inverse-lr",
+        type=float,
+        nargs="+",
+        default=[1e-3],
+        help="DTP: Adam lr of the inverses (one value, or one per used inverse)",
+    )
+    layered.add_argument(
+        "--inverse-noise",
+        type=float,
+        nargs="+",
+        default=[0.1],
+        help="DTP: std of the inverse loss's input noise (one value or one per inverse)",
+    )
+    layered.add_argument(
+        "--inverse-iterations",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="DTP: inverse updates per iteration (one value or one per inverse)",
+    )
     return p
+
+
+def _resolve_algorithm(parser, args) -> None:
+    """Set ``args.algorithm`` (canonical) and ``args.rule`` (the rule; bp for the others)."""
+    rule = parse_rule(args.rule) if args.rule is not None else None
+    algorithm = args.algorithm or rule or "sign_symmetry"
+    try:
+        algorithm = check_algorithm(algorithm, args.arch)
+    except ValueError as error:
+        parser.error(str(error))
+    is_rule = algorithm in available_rules()
+    if args.rule is not None and (not is_rule or rule != algorithm):
+        parser.error(f"--rule {args.rule} contradicts --algorithm {args.algorithm}")
+    args.algorithm, args.rule = algorithm, algorithm if is_rule else "bp"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -122,6 +189,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.data:
         parser.error("--data is required")
+    _resolve_algorithm(parser, args)
     return args
 
 
@@ -148,9 +216,12 @@ def main(argv=None) -> dict:
     init_distributed(args.device)
     for name in ("detectron2", "signsym_det"):
         setup_logger(args.output_dir, distributed_rank=comm.get_rank(), name=name)
-    from .engine.pretrain import Pretrainer
+    if args.arch in CONVNETS:
+        from .engine.targetprop import LayeredPretrainer as Trainer
+    else:
+        from .engine.pretrain import Pretrainer as Trainer
 
-    trainer = Pretrainer(args)
+    trainer = Trainer(args)
     if path:
         trainer.resume(path)
     elif args.resume == "auto":

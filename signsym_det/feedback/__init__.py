@@ -1,4 +1,5 @@
-"""Learning rules as drop-in Conv2d / Linear layers, in plain torch (no detectron2 here).
+"""Learning rules as drop-in Conv2d / Linear / LocallyConnected2d layers, in plain torch (no
+detectron2 here).
 
 Per layer, y = conv(x, W) + b and g = dL/dy: dL/dx = conv_transpose(g, B) with the rule's B;
 dL/dW and dL/db are backprop's. See :mod:`.rules` for the rules and scales, :mod:`.sources`
@@ -22,6 +23,7 @@ from .layers import (
     advance_feedback_step,
     install_step_hook,
 )
+from .locally_connected import FeedbackLocallyConnected2d, LocallyConnected2d
 from .rules import (
     BACKPROP,
     PLAIN,
@@ -51,10 +53,12 @@ __all__ = [
     "FeedbackConv2d",
     "FeedbackLayer",
     "FeedbackLinear",
+    "FeedbackLocallyConnected2d",
     "FeedbackRule",
     "FeedbackSource",
     "FromWeight",
     "LayerFeedback",
+    "LocallyConnected2d",
     "RegeneratedFixed",
     "StoredFixed",
     "Trained",

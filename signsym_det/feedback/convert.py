@@ -4,7 +4,8 @@
 as detectron2's Conv2d included) IN PLACE to FeedbackConv2d / FeedbackLinear: the very same
 object, so its Parameters, submodules (``norm``) and every outside reference to it (e.g.
 detectron2's FPN keeps its convs in plain Python lists) stay valid. The original class is
-remembered and ``strip`` restores it.
+remembered and ``strip`` restores it. A :class:`.LocallyConnected2d` becomes a
+FeedbackLocallyConnected2d the same way (its untied filters get the rule like a conv's).
 
 Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``"head.*"``):
 
@@ -49,6 +50,7 @@ from .layers import (
     install_step_hook,
     remove_step_hooks,
 )
+from .locally_connected import FeedbackLocallyConnected2d, LocallyConnected2d
 from .rules import Scale, check_scale, derive_seed, parse_rule
 from .sources import check_fixed_feedback
 
@@ -88,6 +90,8 @@ def _feedback_class(module: nn.Module):
         return FeedbackConv2d
     if isinstance(module, nn.Linear):
         return FeedbackLinear
+    if isinstance(module, LocallyConnected2d):
+        return FeedbackLocallyConnected2d
     return None
 
 

@@ -78,12 +78,16 @@ class FeedbackLayer:
         weight = self.weight.detach()
         draw_scale = None
         if record.scale_at == "draw":
-            draw_scale = float(scale_factor(self.scale, weight))
+            draw_scale = float(self.feedback_scale(weight))
         self.feedback_source = attach_source(self, record, draw_scale, fixed_feedback)
         if record.noise_per_step:
             self.register_buffer(
                 "feedback_step", torch.zeros((), dtype=torch.int64, device=weight.device)
             )
+
+    def feedback_scale(self, weight: Tensor):
+        """The rule's factor s for ``weight`` (this layer's W or a copy of it)."""
+        return scale_factor(self.scale, weight)
 
     def feedback_state(self) -> Optional[Tensor]:
         """The rule's state ``feedback_weight`` (stored, trained or drawn anew), or None."""
@@ -131,6 +135,19 @@ class FeedbackLayer:
         with torch.no_grad():
             self.feedback_step.add_(1)
         self._step_seen = (TensorVersion(self.feedback_step), new_step)
+
+    def _apply_feedback(self, function, x: Tensor, *args) -> Tensor:
+        """``function.apply(x, W, b, B, observer, *args)`` (autocast-aware): the rule's op."""
+        return apply_autocast_aware(
+            function,
+            x,
+            self.weight,
+            self.bias,
+            self.feedback_source.for_function(self),
+            self._alignment_observer,
+            *args,
+            casts=self._autocast_casts,
+        )
 
     def _needs_feedback(self, x: Tensor) -> bool:
         """True iff autograd will need this layer's backward with B."""
@@ -182,18 +199,8 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if self._needs_feedback(x):
             x, padding = self._explicitly_padded(x)
-            x = apply_autocast_aware(
-                FeedbackConv2dFunction,
-                x,
-                self.weight,
-                self.bias,
-                self.feedback_source.for_function(self),
-                self._alignment_observer,
-                self.stride,
-                padding,
-                self.dilation,
-                self.groups,
-                casts=self._autocast_casts,
+            x = self._apply_feedback(
+                FeedbackConv2dFunction, x, self.stride, padding, self.dilation, self.groups
             )
         else:
             x = self._conv_forward(x, self.weight, self.bias)
@@ -242,15 +249,7 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if not self._needs_feedback(x):
             return F.linear(x, self.weight, self.bias)
-        return apply_autocast_aware(
-            FeedbackLinearFunction,
-            x,
-            self.weight,
-            self.bias,
-            self.feedback_source.for_function(self),
-            self._alignment_observer,
-            casts=self._autocast_casts,
-        )
+        return self._apply_feedback(FeedbackLinearFunction, x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._feedback_repr()

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .cache import LazyFeedback
-from .rules import FeedbackRule, derive_seed, get_rule, scale_factor
+from .rules import FeedbackRule, derive_seed, get_rule
 
 STATE = "feedback_weight"
 FIXED_FEEDBACK = ("regenerate", "store")
@@ -64,7 +64,7 @@ class FeedbackSource:
         """B for ``weight`` (W or its saved copy) at ``step`` (None: no per-step noise)."""
         rule = get_rule(layer.rule)
         state = self.state(layer)
-        scale = scale_factor(layer.scale, weight) if rule.scale_at == "backward" else None
+        scale = layer.feedback_scale(weight) if rule.scale_at == "backward" else None
         noise = None if step is None else self.noise(layer, step, weight.device)
         return rule.feedback(weight, state, scale, noise).to(weight.dtype)
 

@@ -14,6 +14,7 @@ from .dtp import (
     hidden_targets,
     inverse_layers,
     make_dtp_optimizers,
+    make_inverse_optimizers,
     output_error,
     train_inverse,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "inverse_layers",
     "layer_gradients",
     "make_dtp_optimizers",
+    "make_inverse_optimizers",
     "output_error",
     "train_inverse",
     "update_angles",

@@ -24,19 +24,24 @@ from ..feedback.alignment import angle_degrees
 from .networks import LayeredClassifier
 
 
+def is_weight(name: str) -> bool:
+    """True for a layer's forward weight (not its bias, nor a rule's ``feedback_weight``)."""
+    return name.rsplit(".", 1)[-1] == "weight"
+
+
 def layer_gradients(net: LayeredClassifier) -> dict:
     """``{name: grad}`` (copies) of the weights of ``net.layers`` that hold a gradient."""
     return {
         f"layers.{name}": param.grad.detach().clone()
         for name, param in net.layers.named_parameters()
-        if param.dim() > 1 and param.grad is not None
+        if is_weight(name) and param.grad is not None
     }
 
 
 def backprop_gradients(net: LayeredClassifier, x: Tensor, labels: Tensor) -> dict:
     """``{name: dL/dW}`` of the weights of ``net.layers`` by backprop, L the mean cross-entropy."""
     reference = strip(net, inplace=False)
-    names = [name for name, param in reference.layers.named_parameters() if param.dim() > 1]
+    names = [name for name, _ in reference.layers.named_parameters() if is_weight(name)]
     weights = [reference.layers.get_parameter(name) for name in names]
     loss = F.cross_entropy(reference.compose(x), labels)
     grads = torch.autograd.grad(loss, weights, allow_unused=True)

@@ -128,6 +128,17 @@ def _per_layer(value: PerLayer, layers: list, name: str) -> dict:
     return {index: value for index in layers}
 
 
+def make_inverse_optimizers(
+    net: TargetPropNet,
+    variant: str,
+    inverse_lr: PerLayer,
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
+) -> dict:
+    """``{l: optimizer}`` for each inverse the variant uses."""
+    inverse_lrs = _per_layer(inverse_lr, inverse_layers(net, variant), "inverse_lr")
+    return {i: optimizer(net.inverse(i).parameters(), lr=lr) for i, lr in inverse_lrs.items()}
+
+
 def make_dtp_optimizers(
     net: TargetPropNet,
     variant: str,
@@ -137,17 +148,16 @@ def make_dtp_optimizers(
 ) -> tuple:
     """``(forward, inverse)``: ``{l: optimizer}`` per layer and per used inverse."""
     forward_lrs = _per_layer(forward_lr, list(range(len(net.layers))), "forward_lr")
-    inverse_lrs = _per_layer(inverse_lr, inverse_layers(net, variant), "inverse_lr")
     forward = {i: optimizer(net.layers[i].parameters(), lr=lr) for i, lr in forward_lrs.items()}
-    inverse = {i: optimizer(net.inverse(i).parameters(), lr=lr) for i, lr in inverse_lrs.items()}
-    return forward, inverse
+    return forward, make_inverse_optimizers(net, variant, inverse_lr, optimizer)
 
 
 class DTPStep:
     """One DTP / SDTP / AO-SDTP training step on a batch; see the module docstring.
 
     ``forward_optimizers``: ``{l: optimizer}`` covering the layers to train (any parameters of
-    one layer only); ``inverse_optimizers``: ``{l: optimizer}`` for exactly
+    one layer only), or one optimizer over the parameters of ``net.layers``;
+    ``inverse_optimizers``: ``{l: optimizer}`` for exactly
     :func:`inverse_layers`. ``noise`` (sigma) and ``inverse_iterations`` are per layer (a number
     or ``{l: value}``). Noise comes from ``derive_seed(seed, "dtp", iteration)``. Each layer's
     ``.grad`` holds this step's gradient afterwards (see :mod:`.diagnostics`).
@@ -156,7 +166,7 @@ class DTPStep:
     def __init__(
         self,
         net: TargetPropNet,
-        forward_optimizers: Mapping[int, torch.optim.Optimizer],
+        forward_optimizers: Union[torch.optim.Optimizer, Mapping[int, torch.optim.Optimizer]],
         inverse_optimizers: Mapping[int, torch.optim.Optimizer],
         *,
         variant: str = "dtp",
@@ -167,12 +177,15 @@ class DTPStep:
     ):
         self.net, self.variant, self.beta, self.seed = net, check_variant(variant), beta, seed
         used = inverse_layers(net, variant)
+        if isinstance(forward_optimizers, torch.optim.Optimizer):
+            forward_optimizers = {index: forward_optimizers for index in range(len(net.layers))}
         for name, given in (("forward", forward_optimizers), ("inverse", inverse_optimizers)):
             if not isinstance(given, Mapping):
                 raise ValueError(f"{name}_optimizers must be {{layer index: optimizer}}")
         if not set(forward_optimizers) <= set(range(len(net.layers))):
             raise ValueError(f"forward_optimizers keys {sorted(forward_optimizers)} are not layers")
-        self.forward_optimizers = dict(forward_optimizers)
+        distinct = {id(optimizer): optimizer for optimizer in forward_optimizers.values()}
+        self.forward_optimizers = list(distinct.values())
         self.inverse_optimizers = _per_layer(inverse_optimizers, used, "inverse_optimizers")
         self.noise = _per_layer(noise, used, "noise")
         self.inverse_iterations = _per_layer(inverse_iterations, used, "inverse_iterations")
@@ -208,7 +221,7 @@ class DTPStep:
         losses[last + 1] = cross_entropy
         net.layers.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
-        for optimizer in self.forward_optimizers.values():
+        for optimizer in self.forward_optimizers:
             optimizer.step()
         values = torch.stack([loss.detach() for loss in losses.values()]).tolist()
         metrics.update({f"forward_loss/{i - 1}": v for i, v in zip(losses, values)})

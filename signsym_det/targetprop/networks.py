@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from ..feedback import LocallyConnected2d
+
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
 
 
@@ -73,7 +75,9 @@ class TargetPropNet(LayeredClassifier):
 class ConvNetSpec:
     """Bartunov's family: ``len(channels)`` convs (kernel ``kernel_size``, stride ``stride``,
     padding ``kernel_size // 2``, each followed by ``activation``), then a Linear output layer
-    with ``num_classes + aux_outputs`` units."""
+    with ``num_classes + aux_outputs`` units. ``locally_connected``: the same geometry with
+    :class:`~signsym_det.feedback.LocallyConnected2d` layers (untied filters) instead of convs;
+    their DTP inverses stay transposed convs."""
 
     in_channels: int = 1
     image_size: int = 28
@@ -83,6 +87,7 @@ class ConvNetSpec:
     stride: int = 2
     activation: str = "tanh"
     aux_outputs: int = 0
+    locally_connected: bool = False
 
     def __post_init__(self):
         positive = {
@@ -113,12 +118,15 @@ class ConvNetSpec:
     def layers(self) -> list:
         """The forward maps f_l (fresh modules, torch's default init)."""
         pad, widths = self.kernel_size // 2, (self.in_channels, *self.channels)
+        geometry = (self.kernel_size, self.stride, pad)
         layers = [
             nn.Sequential(
-                nn.Conv2d(c_in, c_out, self.kernel_size, self.stride, pad),
+                LocallyConnected2d(c_in, c_out, *geometry, input_size=size)
+                if self.locally_connected
+                else nn.Conv2d(c_in, c_out, *geometry),
                 make_activation(self.activation),
             )
-            for c_in, c_out in zip(widths, widths[1:])
+            for c_in, c_out, size in zip(widths, widths[1:], self.sizes())
         ]
         features = self.channels[-1] * self.sizes()[-1] ** 2
         outputs = self.num_classes + self.aux_outputs

@@ -51,3 +51,29 @@ def test_plain_classifier_has_the_same_forward_keys():
 def test_bad_spec_is_named(change, message):
     with pytest.raises(ValueError, match=message):
         ConvNetSpec(**change)
+
+
+def test_locally_connected_switch_keeps_the_geometry_and_unties_the_filters():
+    from signsym_det.feedback import LocallyConnected2d
+
+    conv = ConvNetSpec(in_channels=3, image_size=13, num_classes=4, channels=(4, 6))
+    local = ConvNetSpec(**{**conv.__dict__, "locally_connected": True})
+    conv_layers, local_layers = conv.layers(), local.layers()
+    sizes = conv.sizes()
+    for index, (a, b) in enumerate(zip(conv_layers[:-1], local_layers[:-1])):
+        assert isinstance(a[0], torch.nn.Conv2d) and isinstance(b[0], LocallyConnected2d)
+        out, c_out, c_in = sizes[index + 1], a[0].out_channels, a[0].in_channels
+        assert b[0].weight.shape == (out, out, c_out, c_in, 5, 5)
+    x = torch.randn(2, 3, 13, 13)
+    for net in (conv_layers, local_layers):
+        h = x
+        for layer in net:
+            h = layer(h)
+        assert h.shape == (2, 4)
+    dtp = build_dtp_classifier(local)  # the inverses still map each output back
+    h = x
+    for index, layer in enumerate(dtp.layers):
+        out = layer(h)
+        if index > 0:
+            assert dtp.inverse(index)(out).shape == h.shape
+        h = out
