@@ -16,6 +16,7 @@ node built before are under ``model.feedback``. Change ``model.feedback.target``
 ``model._target_``) to build another class afterwards.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import detectron2
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig
+from torch import nn
 
 from .config import PARTS, check_feedback_settings
 from .feedback import convert
@@ -160,3 +162,10 @@ def detectron2_config(path, keys=None):
     if not file.is_file():
         raise FileNotFoundError(f"detectron2 ships no config {path!r} (looked in {root})")
     return LazyConfig.load(str(file), keys)
+
+
+def group_norm(channels):
+    """detectron2's "GN" (GroupNorm with 32 groups) as a callable norm that also builds on
+    fewer channels: detectron2 v0.6's RetinaNetHead (FCOS's head) probes its norm with
+    ``get_norm(norm, 1)``, and torch refuses GroupNorm(32, 1) (detectron2 main probes 32)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
