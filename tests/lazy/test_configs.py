@@ -5,13 +5,9 @@ from detectron2.config import LazyConfig, instantiate
 from torch import nn
 
 from signsym_det.feedback import conversion_report
-from signsym_det.model_zoo import CONFIG_ROOT
+from signsym_det.model_zoo import CONFIG_ROOT, available_configs
 
-CONFIGS = sorted(
-    p.relative_to(CONFIG_ROOT).as_posix()
-    for p in CONFIG_ROOT.rglob("*.py")
-    if "common" not in p.relative_to(CONFIG_ROOT).parts
-)
+CONFIGS = [name for name in available_configs() if name.endswith(".py") and "/common/" not in name]
 
 
 def load(name, overrides=()):
