@@ -16,6 +16,7 @@ node built before are under ``model.feedback``. Change ``model.feedback.target``
 ``model._target_``) to build another class afterwards.
 """
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,39 +106,29 @@ def feedback_model(*, feedback, **kwargs):
     return convert_detector(build(**kwargs), **settings)
 
 
-def apply_feedback(
-    model,
-    rule="sign_symmetry",
-    *,
-    scale="xiao",
-    parts=None,
-    overrides=(),
-    include=(),
-    exclude=(),
-    seed=0,
-    fixed_feedback="regenerate",
-):
-    """Make the LazyCall node ``model`` build its model rule-swapped (see the module docstring
-    and :func:`convert_detector` for the settings); returns ``model``, edited in place.
+def apply_feedback(model, **settings):
+    """Make the LazyCall node ``model`` build its model rule-swapped by ``settings``, the
+    keywords of :func:`convert_detector` (the module docstring says how); returns ``model``,
+    edited in place.
 
     Applied to a node that already has feedback settings, it replaces them.
     """
     if not isinstance(model, DictConfig) or "_target_" not in model:
         raise TypeError(f"apply_feedback needs a LazyCall node (with _target_), got {model!r}")
-    part_settings = _parts(parts)
+    bound = inspect.signature(convert_detector).bind(None, **settings)
+    bound.apply_defaults()
+    values = {key: value for key, value in bound.arguments.items() if key != "model"}
+    part_settings = _parts(values["parts"])
     target = model.feedback.target if _has_feedback(model) else model._target_
     model.feedback = {
         "target": _target_name(target),
-        "rule": rule,
-        "scale": scale,
+        **values,
         "parts": {
             name: dict(zip(_PART_FIELDS, part_settings[part])) for name, part in PART_KEYS.items()
         },
-        "overrides": [list(entry) for entry in overrides],
-        "include": list(include),
-        "exclude": list(exclude),
-        "seed": seed,
-        "fixed_feedback": fixed_feedback,
+        "overrides": [list(entry) for entry in values["overrides"]],
+        "include": list(values["include"]),
+        "exclude": list(values["exclude"]),
     }
     model._target_ = feedback_model
     return model
