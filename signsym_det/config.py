@@ -6,6 +6,8 @@ is final: it fails with the key, the bad value and the valid choices, before any
 is built or any data is read.
 """
 
+from collections.abc import Sequence
+
 from detectron2.config import CfgNode as CN
 
 from .feedback import FIXED_FEEDBACK, PLAIN, SCALES, available_rules, check_scale, parse_rule
@@ -56,47 +58,62 @@ def add_feedback_config(cfg):
     fb.CHECK_FINITE_GRADIENTS = False
 
 
-def validate_feedback_config(cfg):
-    """Raise ValueError naming the key, the bad value and the valid values."""
-    fb = cfg.MODEL.FEEDBACK
+def check_feedback_settings(rule, scale, parts, overrides, key):
+    """Raise ValueError naming the setting, the bad value and the valid values.
+
+    ``parts`` maps each of PARTS to its (rule, scale) ("" inherits ``rule`` / ``scale``);
+    ``overrides`` holds [pattern, rule] or [pattern, rule, scale] entries; ``key(field, part)``
+    is how the caller's config spells a setting (field "rule", "scale" or "overrides").
+    """
     valid_rules = available_rules() + [PLAIN]
     scales = "one of {} or a positive number (as a string)".format(list(SCALES))
 
-    def rule(key, value, allow_inherit):
+    def check_rule_value(name, value, allow_inherit):
         if allow_inherit and value == "":
             return
         try:
             parse_rule(value)
         except ValueError:
-            extra = ' or "" (inherit MODEL.FEEDBACK.RULE)' if allow_inherit else ""
+            extra = f' or "" (inherit {key("rule")})' if allow_inherit else ""
             raise ValueError(
-                f"cfg.{key} = {value!r} is not a learning rule; valid: {valid_rules}{extra}"
+                f"{name} = {value!r} is not a learning rule; valid: {valid_rules}{extra}"
             ) from None
 
-    def scale(key, value, allow_inherit):
+    def check_scale_value(name, value, allow_inherit):
         if allow_inherit and value == "":
             return
         try:
             check_scale(value)
         except ValueError:
-            raise ValueError(
-                f"cfg.{key} = {value!r} is not a feedback scale; valid: {scales}"
-            ) from None
+            message = f"{name} = {value!r} is not a feedback scale; valid: {scales}"
+            raise ValueError(message) from None
 
-    rule("MODEL.FEEDBACK.RULE", fb.RULE, allow_inherit=False)
-    scale("MODEL.FEEDBACK.SCALE", fb.SCALE, allow_inherit=False)
+    check_rule_value(key("rule"), rule, allow_inherit=False)
+    check_scale_value(key("scale"), scale, allow_inherit=False)
     for part in PARTS:
-        rule(f"MODEL.FEEDBACK.{part}.RULE", fb[part].RULE, allow_inherit=True)
-        scale(f"MODEL.FEEDBACK.{part}.SCALE", fb[part].SCALE, allow_inherit=True)
-    for i, entry in enumerate(fb.OVERRIDES):
-        key = f"MODEL.FEEDBACK.OVERRIDES[{i}]"
-        if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+        part_rule, part_scale = parts[part]
+        check_rule_value(key("rule", part), part_rule, allow_inherit=True)
+        check_scale_value(key("scale", part), part_scale, allow_inherit=True)
+    for i, entry in enumerate(overrides):
+        name = f"{key('overrides')}[{i}]"
+        if isinstance(entry, str) or not isinstance(entry, Sequence) or len(entry) not in (2, 3):
             raise ValueError(
-                f"cfg.{key} = {entry!r}; expected [pattern, rule] or [pattern, rule, scale]"
+                f"{name} = {entry!r}; expected [pattern, rule] or [pattern, rule, scale]"
             )
-        rule(key, entry[1], allow_inherit=False)
+        check_rule_value(name, entry[1], allow_inherit=False)
         if len(entry) == 3:
-            scale(key, entry[2], allow_inherit=True)
+            check_scale_value(name, entry[2], allow_inherit=True)
+
+
+def _yaml_key(field, part=None):
+    return "cfg.MODEL.FEEDBACK." + (f"{part}." if part else "") + field.upper()
+
+
+def validate_feedback_config(cfg):
+    """Raise ValueError naming the key, the bad value and the valid values."""
+    fb = cfg.MODEL.FEEDBACK
+    parts = {part: (fb[part].RULE, fb[part].SCALE) for part in PARTS}
+    check_feedback_settings(fb.RULE, fb.SCALE, parts, fb.OVERRIDES, _yaml_key)
     if fb.FIXED_FEEDBACK not in FIXED_FEEDBACK:
         raise ValueError(
             f"cfg.MODEL.FEEDBACK.FIXED_FEEDBACK = {fb.FIXED_FEEDBACK!r}; "

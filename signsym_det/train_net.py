@@ -42,16 +42,16 @@ def parse_args(argv=None):
     """detectron2's ``default_argument_parser`` plus ``--overwrite``."""
     parser = default_argument_parser()
     parser.add_argument(
-        "--overwrite", action="store_true", help="train anew into an OUTPUT_DIR holding a run"
+        "--overwrite", action="store_true", help="train anew into an output directory holding a run"
     )
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    """Parse ``argv`` (default: the command line) and ``launch`` :func:`run`."""
+def main(argv=None, job=run) -> None:
+    """Parse ``argv`` (default: the command line) and ``launch`` ``job(args)`` (:func:`run`)."""
     args = parse_args(argv)
     launch(
-        run,
+        job,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

@@ -2,5 +2,5 @@
 
 from .alignment_hook import AlignmentHook  # noqa: F401
 from .pretrain import Pretrainer  # noqa: F401
-from .setup import check_output_dir, setup_cfg  # noqa: F401
+from .setup import check_output_dir, check_run_dir, setup_cfg  # noqa: F401
 from .trainer import FeedbackTrainer  # noqa: F401

@@ -64,11 +64,16 @@ def _all_keys(node, prefix=""):
 def check_output_dir(cfg, resume=False, overwrite=False):
     """Refuse to train into an OUTPUT_DIR that already holds checkpoints, unless resuming it
     or explicitly overwriting it: nothing a previous run wrote is replaced by accident."""
-    out = Path(cfg.OUTPUT_DIR)
+    check_run_dir(cfg.OUTPUT_DIR, "cfg.OUTPUT_DIR", resume=resume, overwrite=overwrite)
+
+
+def check_run_dir(output_dir, key, resume=False, overwrite=False):
+    """:func:`check_output_dir` for the directory ``output_dir``, named ``key`` in errors."""
+    out = Path(output_dir)
     found = sorted(p.name for p in (*out.glob("*.pth"), *out.glob("last_checkpoint")))
     if found and not (resume or overwrite):
         raise FileExistsError(
-            f"cfg.OUTPUT_DIR = {str(out)!r} already holds a run ({', '.join(found[:3])}"
+            f"{key} = {str(out)!r} already holds a run ({', '.join(found[:3])}"
             f"{', ...' if len(found) > 3 else ''}); pass --resume to continue it, "
-            "--overwrite to replace it, or set another OUTPUT_DIR"
+            f"--overwrite to replace it, or set another {key}"
         )

@@ -13,6 +13,8 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
 * ``overrides`` (ordered ``[(pattern, spec)]`` or ``{pattern: spec}``; first match wins) sets
   its rule and scale: spec is a rule name, ``None``/``"none"`` (leave it plain) or
   ``{"rule": name, "scale": scale}`` (either key may be left out: the call's value applies);
+* lists and dicts may be any Sequence / Mapping, e.g. omegaconf's ListConfig / DictConfig as
+  ``instantiate`` passes them from a LazyConfig;
 * ``scale=None`` means each rule's default (``"xiao"``); rules without a scale (bp) ignore it.
 
 ``prefix`` is prepended to every name (patterns and seeds), for converting a part of a larger
@@ -33,7 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Optional
@@ -114,9 +116,16 @@ def parse_layer_spec(spec, default: LayerSpec = (None, None), where: str = "rule
         raise ValueError(f"{where}: {error}") from None
 
 
+def _is_sequence(value) -> bool:
+    """A list-like container (list, tuple, omegaconf's ListConfig), not a string."""
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
 def _parse_patterns(patterns, where: str) -> Optional[tuple]:
     if patterns is None:
         return None
+    if not (isinstance(patterns, str) or _is_sequence(patterns)):
+        raise ValueError(f"{where}: expected a pattern or a list of patterns, got {patterns!r}")
     patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
     for pattern in patterns:
         if not isinstance(pattern, str):
@@ -130,7 +139,7 @@ def _parse_overrides(overrides, default: LayerSpec) -> list:
     items = overrides.items() if isinstance(overrides, Mapping) else overrides
     parsed = []
     for item in items:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+        if not (_is_sequence(item) and len(item) == 2 and isinstance(item[0], str)):
             raise ValueError(f"overrides: expected (pattern, spec) pairs, got {item!r}")
         pattern, spec = item
         parsed.append((pattern, parse_layer_spec(spec, default, f"overrides[{pattern!r}]")))

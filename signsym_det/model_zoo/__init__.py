@@ -9,7 +9,8 @@ are relative, so they hold wherever the package lives.
 from importlib.resources import files
 from pathlib import Path
 
-#: Directory of the packaged configs (YAML for detectron2, ``ImageNet/*.args`` options files).
+#: Directory of the packaged configs (YAML and LazyConfig .py for detectron2, ``ImageNet/*.args``
+#: options files).
 CONFIG_ROOT = Path(str(files(__name__) / "configs"))
 
 
@@ -18,7 +19,7 @@ def available_configs() -> list[str]:
     return sorted(
         path.relative_to(CONFIG_ROOT).as_posix()
         for path in CONFIG_ROOT.rglob("*")
-        if path.suffix in (".yaml", ".args")
+        if path.suffix in (".yaml", ".py", ".args")
     )
 
 

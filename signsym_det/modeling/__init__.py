@@ -2,4 +2,4 @@
 
 from .backbone import WRAPPED_BACKBONES, build_feedback_backbone  # noqa: F401
 from .meta_arch import FeedbackDetector, FeedbackRetinaNet  # noqa: F401
-from .parts import convert_from_config, feedback_overrides, part_patterns  # noqa: F401
+from .parts import convert_arguments, convert_from_config, part_patterns  # noqa: F401

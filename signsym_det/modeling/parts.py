@@ -24,28 +24,48 @@ def part_patterns():
     }
 
 
-def feedback_overrides(cfg, names=None):
-    """Ordered ``(pattern, spec)`` pairs: user overrides first, then the four parts.
+def convert_arguments(
+    rule,
+    scale,
+    parts,
+    overrides=(),
+    include=(),
+    exclude=(),
+    seed=0,
+    fixed_feedback="regenerate",
+    names=None,
+):
+    """convert()'s keyword arguments for a detector, from MODEL.FEEDBACK-like settings.
 
-    Part patterns that match none of ``names`` (if given) are left out; user patterns are
-    always kept, so that convert() warns about those that match nothing.
+    ``parts`` maps each of PARTS to its (rule, scale), "" inheriting ``rule`` / ``scale``;
+    ``overrides`` are [pattern, rule] or [pattern, rule, scale] entries (scale "": ``scale``),
+    matched before the parts. Part patterns that match none of ``names`` (if given) are left
+    out; user patterns are always kept, so that convert() warns about those that match
+    nothing. Empty ``include`` / ``exclude`` select every layer.
     """
-    fb = cfg.MODEL.FEEDBACK
     pairs = []
-    for entry in fb.OVERRIDES:
-        pattern, rule = entry[0], entry[1]
-        scale = entry[2] if len(entry) == 3 and entry[2] else fb.SCALE
-        pairs.append((pattern, {"rule": rule, "scale": scale}))
+    for entry in overrides:
+        pattern, entry_rule = entry[0], entry[1]
+        entry_scale = entry[2] if len(entry) == 3 and entry[2] else scale
+        pairs.append((pattern, {"rule": entry_rule, "scale": entry_scale}))
     patterns = part_patterns()
     for part in PARTS:
-        rule = fb[part].RULE or fb.RULE
-        scale = fb[part].SCALE or fb.SCALE
+        part_rule, part_scale = parts[part]
+        spec = {"rule": part_rule or rule, "scale": part_scale or scale}
         pairs.extend(
-            (pattern, {"rule": rule, "scale": scale})
+            (pattern, spec)
             for pattern in patterns[part]
             if names is None or any(fnmatchcase(n, pattern) for n in names)
         )
-    return pairs
+    return {
+        "rule": rule,
+        "scale": scale,
+        "overrides": pairs,
+        "include": list(include) or None,
+        "exclude": list(exclude) or None,
+        "seed": seed,
+        "fixed_feedback": fixed_feedback,
+    }
 
 
 def convert_from_config(module, cfg, prefix=""):
@@ -57,17 +77,18 @@ def convert_from_config(module, cfg, prefix=""):
     validate_feedback_config(cfg)
     fb = cfg.MODEL.FEEDBACK
     names = [name for name, _ in module.named_modules(prefix=prefix.rstrip("."))]
-    return convert(
-        module,
+    arguments = convert_arguments(
         fb.RULE,
-        scale=fb.SCALE,
-        overrides=feedback_overrides(cfg, names),
-        include=list(fb.INCLUDE) or None,
-        exclude=list(fb.EXCLUDE) or None,
-        seed=fb.SEED,
-        prefix=prefix,
-        fixed_feedback=fb.FIXED_FEEDBACK,
+        fb.SCALE,
+        {part: (fb[part].RULE, fb[part].SCALE) for part in PARTS},
+        fb.OVERRIDES,
+        fb.INCLUDE,
+        fb.EXCLUDE,
+        fb.SEED,
+        fb.FIXED_FEEDBACK,
+        names,
     )
+    return convert(module, prefix=prefix, **arguments)
 
 
 def part_of(name):
