@@ -33,19 +33,24 @@ def image_files(root: str | Path) -> list[Path]:
     return files
 
 
+def image_transform(size: int):
+    """PIL image -> normalised (3, size, size) tensor (see the module doc)."""
+    return transforms.Compose(
+        [
+            transforms.Resize(size),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
 class UnlabelledImages(Dataset):
     """Item i: image i of :func:`image_files` as a normalised (3, size, size) tensor."""
 
     def __init__(self, root: str | Path, size: int):
         self.root, self.files = Path(root), image_files(root)
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize(size),
-                transforms.CenterCrop(size),
-                transforms.ToTensor(),
-                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ]
-        )
+        self.transform = image_transform(size)
 
     def __len__(self) -> int:
         return len(self.files)
