@@ -106,17 +106,26 @@ def image_root(args) -> Path:
     return (root / "train" if (root / "train").is_dir() else root).absolute()
 
 
+INIT = "normal(0, 1), rows scaled to unit p-norm"
+
+
+def initial_weight(shape, p: float, seed: int) -> torch.Tensor:
+    """W drawn N(0, 1) from ``seed`` (as Krotov & Hopfield), each unit's row scaled to unit
+    p-norm: the norm the rule converges to, so learning turns directions from the start."""
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return weight / weight.flatten(1).norm(p=p, dim=1).view(-1, *[1] * (len(shape) - 1))
+
+
 def build_learner(args):
-    """The layer (drawn N(0, 1) from ``--seed``, as Krotov & Hopfield) and its learner."""
+    """The layer (:func:`initial_weight` from ``--seed``) and its learner."""
     from .engine.hebbian_stem import stem_conv
 
-    generator = torch.Generator().manual_seed(args.seed)
     if args.target == "hidden":
         layer = nn.Linear(3 * args.image_size**2, args.units, bias=False)
     else:
         layer = stem_conv(args.units)
     with torch.no_grad():
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+        layer.weight.copy_(initial_weight(layer.weight.shape, args.p, args.seed))
     layer.to(args.device)
     rule = dict(eps0=args.eps0, p=args.p, k=args.k, delta=args.delta)
     if args.target == "hidden":
@@ -169,7 +178,7 @@ def main(argv=None) -> dict:
         "images": len(dataset),
         "batch_size": args.batch_size,
         "seed": args.seed,
-        "init": "normal(0, 1)",
+        "init": INIT,
     }
     trainer = HebbianPretrainer(
         learner,

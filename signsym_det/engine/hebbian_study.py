@@ -7,10 +7,11 @@ One architecture, three ways of getting its hidden layer (Krotov & Hopfield 2019
 x (3 S S values) -> Linear(H, no bias) -> relu(.)^n -> BatchNorm1d(no affine) -> Linear(classes).
 
 * ``hebbian``: the hidden layer learned without labels by ``pretrain_hebbian --target hidden``
-  (started from N(0, 1) drawn from the seed), then frozen; the top layer trained by backprop;
-* ``backprop``: the whole net trained end to end by backprop from the ``random`` start;
-* ``random``: the hidden layer frozen at that N(0, 1) draw, rows scaled to unit p-norm (the
-  norm the Hebbian rule converges to: the control that gives the claim its meaning).
+  from the seed's start (pretrain_hebbian.initial_weight), then frozen; the top layer
+  trained by backprop;
+* ``backprop``: the whole net trained end to end by backprop from that start;
+* ``random``: the hidden layer frozen at that start (the control that gives the claim its
+  meaning: what the Hebbian phase adds).
 
 Supervised training: Adam, cross-entropy, minibatches in an order drawn from the seed; top
 layer initialised from the seed. Val error (%) on val/. Resumable: every finished (arm, seed)
@@ -33,6 +34,8 @@ from torch import nn
 from torchvision import datasets
 
 from ..checkpoint.io import atomic_write_text
+from ..pretrain_hebbian import initial_weight
+from ..pretrain_hebbian import main as pretrain_hebbian
 from .hebbian_data import image_transform
 
 ARMS = ("hebbian", "backprop", "random")
@@ -62,20 +65,11 @@ def load_split(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.T
     return images, torch.tensor(folder.targets)
 
 
-def random_hidden(args, seed: int) -> torch.Tensor:
-    """The N(0, 1) draw the Hebbian tool starts from (same generator), rows at unit p-norm."""
-    shape = (args.hidden, 3 * args.image_size**2)
-    weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    return weight / weight.norm(p=args.p, dim=1, keepdim=True)
-
-
 def hebbian_hidden(args, seed: int) -> torch.Tensor:
     """The tool's hidden layer for ``seed`` (trained, or resumed, unless already final)."""
     out = Path(args.out) / f"hebbian_seed{seed}"
     final = out / "model_final.pth"
     if not final.is_file():
-        from ..pretrain_hebbian import main as pretrain_hebbian
-
         pretrain_hebbian(
             ["--target", "hidden", "--data", str(args.data), "--output-dir", str(out)]
             + ["--units", str(args.hidden), "--image-size", str(args.image_size)]
@@ -90,7 +84,10 @@ def hebbian_hidden(args, seed: int) -> torch.Tensor:
 def train_and_evaluate(args, arm: str, seed: int, train, val) -> dict:
     x_train, y_train = train
     start = time.perf_counter()
-    hidden = hebbian_hidden(args, seed) if arm == "hebbian" else random_hidden(args, seed)
+    if arm == "hebbian":
+        hidden = hebbian_hidden(args, seed)
+    else:  # the Hebbian run's start
+        hidden = initial_weight((args.hidden, 3 * args.image_size**2), args.p, seed)
     torch.manual_seed(seed)
     classes = int(y_train.max()) + 1
     net = HiddenLayerNet(x_train[0].numel(), args.hidden, classes, args.power)

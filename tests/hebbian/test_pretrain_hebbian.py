@@ -10,9 +10,7 @@ from torchvision import datasets
 from signsym_det.data.classification import generate_classification_dataset
 from signsym_det.engine.hebbian import HebbianPretrainer
 from signsym_det.engine.hebbian_data import UnlabelledImages
-from signsym_det.pretrain_hebbian import main
-
-pytestmark = pytest.mark.slow
+from signsym_det.pretrain_hebbian import initial_weight, main
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +33,7 @@ def final_weight(out):
     return torch.load(out / "model_final.pth", weights_only=True)["model"]["weight"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target, shape", [("hidden", (40, 3 * 32 * 32)), ("stem", (64, 3, 7, 7))])
 def test_the_tool_writes_checkpoints_png_and_metrics(classification_set, tmp_path, target, shape):
     out = tmp_path / target
@@ -50,8 +49,8 @@ def test_the_tool_writes_checkpoints_png_and_metrics(classification_set, tmp_pat
         assert all(key in r for r in records), key
     assert records[0]["lr"] == pytest.approx(0.02) and records[-1]["lr"] == pytest.approx(0.02 / 6)
     assert all(0 < r["units_won_frac"] <= 1 for r in records)
-    # N(0, 1) init: rows of norm ~sqrt(N), moving towards 1
-    assert records[-1]["mean_row_pnorm"] < records[0]["mean_row_pnorm"]
+    # starts at unit p-norm rows (the rule's fixed point) and stays there
+    assert all(r["mean_row_pnorm"] == pytest.approx(1, abs=0.05) for r in records)
     if target == "stem":
         stem = torch.load(outputs["stem"], weights_only=True)
         weight = stem["model"]["backbone.bottom_up.stem.conv1.weight"]
@@ -61,6 +60,7 @@ def test_the_tool_writes_checkpoints_png_and_metrics(classification_set, tmp_pat
         assert "stem" not in outputs
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_gives_the_uninterrupted_weights(
     classification_set, tmp_path, monkeypatch
 ):
@@ -87,6 +87,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_weights(
         run(classification_set, tmp_path / "split", "stem", "--resume", "--seed", "1")
 
 
+@pytest.mark.slow
 def test_no_labels_are_read(classification_set, tmp_path, monkeypatch):
     """The class folders play no part: the same images in one flat folder give the same
     weights, and torchvision's class-folder reading is never called."""
@@ -105,3 +106,15 @@ def test_no_labels_are_read(classification_set, tmp_path, monkeypatch):
     assert torch.equal(final_weight(tmp_path / "folders"), final_weight(tmp_path / "flat_run"))
     item = UnlabelledImages(classification_set / "train", 32)[0]
     assert isinstance(item, torch.Tensor) and item.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("shape, p", [((5, 12), 2.0), ((4, 3, 7, 7), 3.0)])
+def test_the_initial_rows_have_unit_p_norm_and_follow_the_seed(shape, p):
+    weight = initial_weight(shape, p, seed=0)
+    rows = weight.reshape(shape[0], -1)
+    norms = [sum(abs(x) ** p for x in row) ** (1 / p) for row in rows.tolist()]
+    assert norms == pytest.approx([1.0] * shape[0])
+    draw = torch.randn(shape, generator=torch.Generator().manual_seed(0)).reshape(shape[0], -1)
+    cosines = torch.nn.functional.cosine_similarity(rows, draw, dim=1)
+    torch.testing.assert_close(cosines, torch.ones(shape[0]))
+    assert not torch.equal(weight, initial_weight(shape, p, seed=1))
