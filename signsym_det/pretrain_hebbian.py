@@ -106,14 +106,14 @@ def image_root(args) -> Path:
     return (root / "train" if (root / "train").is_dir() else root).absolute()
 
 
-INIT = "normal(0, 1), rows scaled to unit p-norm"
+INIT = "normal(0, 1)"
 
 
-def initial_weight(shape, p: float, seed: int) -> torch.Tensor:
-    """W drawn N(0, 1) from ``seed`` (as Krotov & Hopfield), each unit's row scaled to unit
-    p-norm: the norm the rule converges to, so learning turns directions from the start."""
-    weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    return weight / weight.flatten(1).norm(p=p, dim=1).view(-1, *[1] * (len(shape) - 1))
+def initial_weight(shape, seed: int) -> torch.Tensor:
+    """W drawn N(0, 1) from ``seed``, as Krotov & Hopfield. Rows start far above unit p-norm;
+    a winning row shrinks towards it, which lets other units win: started AT unit norm, a
+    few units aligned with the mean image win every sample (3 % of 400 units in our runs)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def build_learner(args):
@@ -125,7 +125,7 @@ def build_learner(args):
     else:
         layer = stem_conv(args.units)
     with torch.no_grad():
-        layer.weight.copy_(initial_weight(layer.weight.shape, args.p, args.seed))
+        layer.weight.copy_(initial_weight(layer.weight.shape, args.seed))
     layer.to(args.device)
     rule = dict(eps0=args.eps0, p=args.p, k=args.k, delta=args.delta)
     if args.target == "hidden":

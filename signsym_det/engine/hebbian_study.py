@@ -7,11 +7,14 @@ One architecture, three ways of getting its hidden layer (Krotov & Hopfield 2019
 x (3 S S values) -> Linear(H, no bias) -> relu(.)^n -> BatchNorm1d(no affine) -> Linear(classes).
 
 * ``hebbian``: the hidden layer learned without labels by ``pretrain_hebbian --target hidden``
-  from the seed's start (pretrain_hebbian.initial_weight), then frozen; the top layer
-  trained by backprop;
+  (started from the seed's draw, pretrain_hebbian.initial_weight), then frozen; the top
+  layer trained by backprop;
 * ``backprop``: the whole net trained end to end by backprop from that start;
 * ``random``: the hidden layer frozen at that start (the control that gives the claim its
   meaning: what the Hebbian phase adds).
+
+The start: the tool's N(0, 1) draw for the seed, rows scaled to unit p-norm (the norm the
+Hebbian rows converge to; under relu^n + BatchNorm the frozen arms do not see the scale).
 
 Supervised training: Adam, cross-entropy, minibatches in an order drawn from the seed; top
 layer initialised from the seed. Val error (%) on val/. Resumable: every finished (arm, seed)
@@ -86,8 +89,9 @@ def train_and_evaluate(args, arm: str, seed: int, train, val) -> dict:
     start = time.perf_counter()
     if arm == "hebbian":
         hidden = hebbian_hidden(args, seed)
-    else:  # the Hebbian run's start
-        hidden = initial_weight((args.hidden, 3 * args.image_size**2), args.p, seed)
+    else:  # the Hebbian run's start, rows at unit p-norm (the scale the rule ends at)
+        hidden = initial_weight((args.hidden, 3 * args.image_size**2), seed)
+        hidden = hidden / hidden.norm(p=args.p, dim=1, keepdim=True)
     torch.manual_seed(seed)
     classes = int(y_train.max()) + 1
     net = HiddenLayerNet(x_train[0].numel(), args.hidden, classes, args.power)

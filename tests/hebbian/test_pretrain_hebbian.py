@@ -10,7 +10,7 @@ from torchvision import datasets
 from signsym_det.data.classification import generate_classification_dataset
 from signsym_det.engine.hebbian import HebbianPretrainer
 from signsym_det.engine.hebbian_data import UnlabelledImages
-from signsym_det.pretrain_hebbian import initial_weight, main
+from signsym_det.pretrain_hebbian import main
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def test_the_tool_writes_checkpoints_png_and_metrics(classification_set, tmp_pat
         assert all(key in r for r in records), key
     assert records[0]["lr"] == pytest.approx(0.02) and records[-1]["lr"] == pytest.approx(0.02 / 6)
     assert all(0 < r["units_won_frac"] <= 1 for r in records)
-    # starts at unit p-norm rows (the rule's fixed point) and stays there
-    assert all(r["mean_row_pnorm"] == pytest.approx(1, abs=0.05) for r in records)
+    # N(0, 1) start: rows of norm ~sqrt(N), moving towards 1
+    assert records[-1]["mean_row_pnorm"] < records[0]["mean_row_pnorm"]
     if target == "stem":
         stem = torch.load(outputs["stem"], weights_only=True)
         weight = stem["model"]["backbone.bottom_up.stem.conv1.weight"]
@@ -106,15 +106,3 @@ def test_no_labels_are_read(classification_set, tmp_path, monkeypatch):
     assert torch.equal(final_weight(tmp_path / "folders"), final_weight(tmp_path / "flat_run"))
     item = UnlabelledImages(classification_set / "train", 32)[0]
     assert isinstance(item, torch.Tensor) and item.shape == (3, 32, 32)
-
-
-@pytest.mark.parametrize("shape, p", [((5, 12), 2.0), ((4, 3, 7, 7), 3.0)])
-def test_the_initial_rows_have_unit_p_norm_and_follow_the_seed(shape, p):
-    weight = initial_weight(shape, p, seed=0)
-    rows = weight.reshape(shape[0], -1)
-    norms = [sum(abs(x) ** p for x in row) ** (1 / p) for row in rows.tolist()]
-    assert norms == pytest.approx([1.0] * shape[0])
-    draw = torch.randn(shape, generator=torch.Generator().manual_seed(0)).reshape(shape[0], -1)
-    cosines = torch.nn.functional.cosine_similarity(rows, draw, dim=1)
-    torch.testing.assert_close(cosines, torch.ones(shape[0]))
-    assert not torch.equal(weight, initial_weight(shape, p, seed=1))
