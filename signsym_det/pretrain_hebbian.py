@@ -10,7 +10,7 @@ Targets:
 * ``stem``: the 7x7 stem conv (64 filters, stride 2, padding 3, no bias) of a detectron2
   ResNet, the patches of every image being the samples; also writes
   OUTPUT_DIR/stem_detectron2.pth, which ``MODEL.WEIGHTS`` loads (see engine/hebbian_stem.py),
-  and filters.png. Only the stem: deeper layers are not learned (see the README).
+  and filters.png. Only the stem: no deeper layer is learned (greedily or otherwise).
 
 Images: every image file under ``--data`` (under ``--data``/train if that exists: never the
 val images), read without labels (engine/hebbian_data.py). ``--make-dataset classification``
