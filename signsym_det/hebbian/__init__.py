@@ -10,8 +10,14 @@ place, without labels::
         learner.step(images)
 """
 
-from .learners import PATCH_NORMS, Conv2dHebbianLearner, HebbianLearner, LinearHebbianLearner
-from .rule import LinearDecay, krotov_hopfield_delta, normalised_step_
+from .learners import (
+    PATCH_NORMS,
+    Conv2dHebbianLearner,
+    HebbianLearner,
+    LinearHebbianLearner,
+    StepRecord,
+)
+from .rule import LinearDecay, krotov_hopfield_delta, krotov_hopfield_update, normalised_step_
 
 __all__ = [
     "PATCH_NORMS",
@@ -19,6 +25,8 @@ __all__ = [
     "HebbianLearner",
     "LinearDecay",
     "LinearHebbianLearner",
+    "StepRecord",
     "krotov_hopfield_delta",
+    "krotov_hopfield_update",
     "normalised_step_",
 ]

@@ -10,15 +10,32 @@ the weights live in the layer's own state dict.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rule import LinearDecay, check_rule_arguments, krotov_hopfield_delta, normalised_step_
+from .rule import (
+    LinearDecay,
+    check_rule_arguments,
+    krotov_hopfield_update,
+    largest_magnitude,
+    normalised_step_,
+)
 
 PATCH_NORMS = (None, "zero_mean", "unit_norm", "zero_mean_unit_norm")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did: its eps, mean |applied change| (0-d, on the weight's device) and
+    the (samples,) index of each sample's winning unit (on the weight's device)."""
+
+    eps: float
+    mean_abs_change: Tensor
+    winners: Tensor
 
 
 class HebbianLearner:
@@ -56,7 +73,7 @@ class HebbianLearner:
         raise NotImplementedError
 
     @torch.no_grad()
-    def step(self, inputs: Tensor) -> None:
+    def step(self, inputs: Tensor) -> StepRecord:
         """One update of the layer's weight from unlabelled ``inputs`` (any device)."""
         if self.steps_done >= self.schedule.total_steps:
             raise RuntimeError(
@@ -65,11 +82,13 @@ class HebbianLearner:
             )
         weight = self.layer.weight
         samples = self.samples(inputs.to(device=weight.device, dtype=weight.dtype))
-        update = krotov_hopfield_delta(
+        update, winners = krotov_hopfield_update(
             weight.reshape(weight.shape[0], -1), samples, self.p, self.k, self.delta
         )
-        normalised_step_(weight, update.view_as(weight), self.schedule(self.steps_done))
+        eps = self.schedule(self.steps_done)
+        normalised_step_(weight, update.view_as(weight), eps)
         self.steps_done += 1
+        return StepRecord(eps, eps * update.abs().mean() / largest_magnitude(update), winners)
 
     def settings(self) -> dict:
         """The learner's hyperparameters, as plain values."""

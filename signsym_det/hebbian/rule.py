@@ -38,6 +38,13 @@ def krotov_hopfield_delta(
     ``weight``: (hidden, N); ``inputs``: (batch, N), same device and dtype. Ties in I go to
     the lower unit index as ``torch.topk`` breaks them. Returns a new tensor shaped like W.
     """
+    return krotov_hopfield_update(weight, inputs, p, k, delta)[0]
+
+
+def krotov_hopfield_update(
+    weight: Tensor, inputs: Tensor, p: float = 2.0, k: int = 2, delta: float = 0.4
+) -> tuple[Tensor, Tensor]:
+    """(ΔW as :func:`krotov_hopfield_delta`, the (batch,) index of each sample's winner)."""
     if weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(
             f"weight must be a 2-D floating-point (hidden, N) tensor, "
@@ -59,7 +66,8 @@ def krotov_hopfield_delta(
     activity = torch.zeros_like(currents)  # g: (batch, hidden)
     activity.scatter_(1, ranked[:, :1], 1.0)
     activity.scatter_(1, ranked[:, k - 1 :], -delta)
-    return activity.T @ inputs - (activity * currents).sum(0).unsqueeze(1) * weight
+    update = activity.T @ inputs - (activity * currents).sum(0).unsqueeze(1) * weight
+    return update, ranked[:, 0]
 
 
 def normalised_step_(weight: Tensor, update: Tensor, eps: float) -> Tensor:
@@ -67,8 +75,12 @@ def normalised_step_(weight: Tensor, update: Tensor, eps: float) -> Tensor:
 
     No host synchronisation: the maximum stays on the device.
     """
-    largest = update.abs().amax().clamp_min(torch.finfo(update.dtype).tiny)
-    return weight.add_(update / largest, alpha=eps)
+    return weight.add_(update / largest_magnitude(update), alpha=eps)
+
+
+def largest_magnitude(update: Tensor) -> Tensor:
+    """max|ΔW| as a 0-d tensor on ΔW's device, at least the dtype's smallest normal number."""
+    return update.abs().amax().clamp_min(torch.finfo(update.dtype).tiny)
 
 
 @dataclass(frozen=True)

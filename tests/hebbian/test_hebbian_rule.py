@@ -8,6 +8,7 @@ from signsym_det.hebbian import (
     LinearDecay,
     LinearHebbianLearner,
     krotov_hopfield_delta,
+    krotov_hopfield_update,
     normalised_step_,
 )
 
@@ -124,3 +125,24 @@ def test_bad_shapes_raise_clear_errors():
 def test_bad_schedule_raises_clear_errors(eps0, total_steps, message):
     with pytest.raises(ValueError, match=message):
         LinearDecay(eps0, total_steps)
+
+
+def test_update_names_each_samples_winner_and_the_step_records_its_change():
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(5, 7, generator=generator, dtype=torch.float64)
+    inputs = torch.randn(9, 7, generator=generator, dtype=torch.float64)
+    update, winners = krotov_hopfield_update(weight, inputs, p=3.0, k=2, delta=0.4)
+    torch.testing.assert_close(update, krotov_hopfield_delta(weight, inputs, 3.0, 2, 0.4))
+    currents = [[(w.sign() * w.abs() ** 2 * v).sum().item() for w in weight] for v in inputs]
+    assert winners.tolist() == [max(range(5), key=row.__getitem__) for row in currents]
+
+    layer = nn.Linear(7, 5, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    learner = LinearHebbianLearner(layer, total_steps=4, eps0=0.1, p=3.0)
+    learner.step(inputs)
+    before = layer.weight.detach().clone()
+    record = learner.step(inputs)
+    assert record.eps == pytest.approx(0.1 * (1 - 1 / 4))
+    torch.testing.assert_close(record.mean_abs_change, (layer.weight - before).abs().mean())
+    assert record.winners.shape == (9,)
