@@ -9,8 +9,8 @@
 # TORCH_PACKAGES (the torch/torchvision pair), DETECTRON2_SPEC (see tools/install_detectron2.py),
 # PIP_QUIET (set empty for pip's full output), PYTEST_ARGS.
 #
-# A second environment with the official detectron2 (C++ ops built on CPU; the wheel is cached,
-# so only the first build takes ~15 min on 2 cores):
+# A second environment with the official detectron2 (C++ ops built on CPU: ~5 CPU-minutes, up
+# to 30 min on a busy 2-core machine; the wheel of a local archive is cached, so only once):
 #   make test VENV=.venv-official DETECTRON2_SPEC=path/to/detectron2-main.tar.gz
 # or, with GitHub access (built by pip each time setup reruns, not cached):
 #   make test VENV=.venv-official \

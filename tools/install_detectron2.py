@@ -179,7 +179,7 @@ def cached_wheel(directory: Path) -> Path | None:
 
 def build_wheel(archive: Path, cache_entry: Path, workdir: Path, quiet: bool) -> Path:
     """Build ``archive`` into a wheel in ``workdir`` and copy it to ``cache_entry``."""
-    log(f"building a wheel of {archive} (with C++ ops; ~15 min on 2 cores)")
+    log(f"building a wheel of {archive} (with C++ ops: minutes to half an hour)")
     pip("wheel", "--no-build-isolation", "--no-deps", str(archive), "-w", str(workdir), quiet=quiet)
     wheel = cached_wheel(workdir)
     if wheel is None:
