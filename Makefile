@@ -8,6 +8,13 @@
 # Variables: PYTHON (base interpreter, default python3), VENV (default .venv),
 # TORCH_PACKAGES (the torch/torchvision pair), DETECTRON2_SPEC (see tools/install_detectron2.py),
 # PIP_QUIET (set empty for pip's full output), PYTEST_ARGS.
+#
+# A second environment with the official detectron2 (C++ ops built on CPU: ~5 CPU-minutes, up
+# to 30 min on a busy 2-core machine; the wheel of a local archive is cached, so only once):
+#   make test VENV=.venv-official DETECTRON2_SPEC=path/to/detectron2-main.tar.gz
+# or, with GitHub access (built by pip each time setup reruns, not cached):
+#   make test VENV=.venv-official \
+#       DETECTRON2_SPEC='git+https://github.com/facebookresearch/detectron2.git'
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -40,8 +47,9 @@ $(VENV_PY):
 $(SPEC_STAMP): FORCE | $(VENV_PY)
 	@printf '%s\n' '$(DETECTRON2_SPEC)' | cmp -s - $@ || printf '%s\n' '$(DETECTRON2_SPEC)' > $@
 
+# $(wildcard ...): a local DETECTRON2_SPEC file that changes also reruns setup.
 $(STAMP): pyproject.toml tools/install_detectron2.py tools/detectron2_patches.py \
-		tools/detectron2_probe.py Makefile $(SPEC_STAMP) | $(VENV_PY)
+		tools/detectron2_probe.py Makefile $(SPEC_STAMP) $(wildcard $(DETECTRON2_SPEC)) | $(VENV_PY)
 	$(PIP) install $(PIP_QUIET) --upgrade pip 'setuptools>=64' wheel $(PIP_NOISE_FILTER)
 	$(PIP) install $(PIP_QUIET) $(TORCH_PACKAGES) $(PIP_NOISE_FILTER)
 	DETECTRON2_SPEC='$(DETECTRON2_SPEC)' $(VENV_PY) tools/install_detectron2.py $(PIP_NOISE_FILTER)

@@ -5,17 +5,23 @@ Run it with the target interpreter (``.venv/bin/python tools/install_detectron2.
 must be installed there. The first that applies:
 
 1. ``DETECTRON2_SPEC`` is set (any pip requirement: a git URL, a source tree or tarball, a
-   wheel): ``pip install --no-build-isolation "$DETECTRON2_SPEC"``, then a health check.
+   wheel). A local source archive (a file such as ``detectron2-main.tar.gz``) is built into a
+   wheel once (``pip wheel --no-build-isolation --no-deps``, with its C++ ops) and the wheel is
+   cached under the archive's sha256, torch's version and Python's; anything else is installed
+   with ``pip install --no-build-isolation "$DETECTRON2_SPEC"``. Then a health check.
 2. A healthy detectron2 is already importable: it is used as is.
 3. Otherwise the sdist ``pb1-detectron2==0.6`` (detectron2's Python tree of Oct 2021, without
    its C++ sources) from its pinned PyPI URL, sha256-checked, extracted to a fresh temporary
    tree, patched once (tools/detectron2_patches.py) and installed with pip (as version
    ``0.6+signsym1``).
 
-The verified sdist is cached in ``$SIGNSYM_DET_CACHE``, else ``$XDG_CACHE_HOME/signsym_det``,
-else ``~/.cache/signsym_det``; the cache is optional, never required. No detectron2 source is
-stored in this repository: the patches are pattern replacements applied to the hash-checked
-sdist.
+detectron2 main's ``model_zoo.py`` imports ``pkg_resources``, which setuptools >= 82 no longer
+ships: when the installed detectron2 fails on exactly that, ``setuptools<82`` is installed.
+
+The verified sdist and the built wheels are cached in ``$SIGNSYM_DET_CACHE``, else
+``$XDG_CACHE_HOME/signsym_det``, else ``~/.cache/signsym_det``; the cache is optional, never
+required. No detectron2 source is stored in this repository: the patches are pattern
+replacements applied to the hash-checked sdist.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ SDIST_URL = (
 )
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PROBE = Path(__file__).with_name("detectron2_probe.py")
+# The last setuptools with pkg_resources, which detectron2 main's model_zoo.py still imports.
+SETUPTOOLS_WITH_PKG_RESOURCES = "setuptools<82"
 
 
 class InstallError(RuntimeError):
@@ -158,10 +166,84 @@ def pip(*args: str, quiet: bool = True) -> None:
         raise InstallError(f"pip failed (exit {proc.returncode}): {' '.join(cmd)}")
 
 
+def wheel_cache_key(archive: Path, torch: str) -> str:
+    """A built wheel is reused only for the same archive bytes, torch and Python."""
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return f"{sha256_of(archive)}-torch{torch}-{python}"
+
+
+def cached_wheel(directory: Path) -> Path | None:
+    wheels = sorted(directory.glob("*.whl")) if directory.is_dir() else []
+    return wheels[0] if len(wheels) == 1 else None
+
+
+def build_wheel(archive: Path, cache_entry: Path, workdir: Path, quiet: bool) -> Path:
+    """Build ``archive`` into a wheel in ``workdir`` and copy it to ``cache_entry``."""
+    log(f"building a wheel of {archive} (with C++ ops: minutes to half an hour)")
+    pip("wheel", "--no-build-isolation", "--no-deps", str(archive), "-w", str(workdir), quiet=quiet)
+    wheel = cached_wheel(workdir)
+    if wheel is None:
+        raise InstallError(f"pip wheel {archive} did not leave exactly one wheel in {workdir}")
+    try:  # the cache is a convenience only
+        cache_entry.mkdir(parents=True, exist_ok=True)
+        part = cache_entry / f"{wheel.name}.{os.getpid()}.part"
+        shutil.copyfile(wheel, part)
+        part.replace(cache_entry / wheel.name)
+        log(f"cached the wheel at {cache_entry / wheel.name}")
+    except OSError as e:
+        log(f"note: could not cache the wheel ({e})")
+    return wheel
+
+
+def install_wheel(wheel: Path, quiet: bool) -> dict:
+    """Install ``wheel`` (replacing any detectron2 of the same version), then its dependencies;
+    return the probe, settled."""
+    pip("install", "--force-reinstall", "--no-deps", str(wheel), quiet=quiet)
+    pip("install", str(wheel), quiet=quiet)
+    return settle(probe_detectron2(), quiet)
+
+
+def install_archive(archive: Path, torch: str, quiet: bool) -> dict:
+    """A local source archive: install the cached wheel, else build, cache and install one."""
+    cache_entry = cache_dir() / "detectron2-wheels" / wheel_cache_key(archive, torch)
+    wheel = cached_wheel(cache_entry)
+    if wheel is not None:
+        log(f"using the cached wheel {wheel}")
+        info = install_wheel(wheel, quiet)
+        if info.get("importable") and not info.get("errors"):
+            return info
+        log(f"the cached wheel is broken ({info.get('error') or info.get('errors')}): rebuilding")
+        shutil.rmtree(cache_entry, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="signsym_det_wheel_") as tmp:
+        return install_wheel(build_wheel(archive, cache_entry, Path(tmp), quiet), quiet)
+
+
+def settle(info: dict, quiet: bool) -> dict:
+    """Install SETUPTOOLS_WITH_PKG_RESOURCES if detectron2 fails only for want of
+    pkg_resources; return the (new) probe."""
+    errors = info.get("errors") or []
+    if errors and all("No module named 'pkg_resources'" in err for err in errors):
+        log(f"{errors[0]}: installing {SETUPTOOLS_WITH_PKG_RESOURCES} (it still has it)")
+        pip("install", SETUPTOOLS_WITH_PKG_RESOURCES, quiet=quiet)
+        return probe_detectron2()
+    return info
+
+
 def install_spec(spec: str, quiet: bool) -> None:
-    log(f"DETECTRON2_SPEC={spec!r}: pip install --no-build-isolation {spec}")
-    pip("install", "--no-build-isolation", spec, quiet=quiet)
     info = probe_detectron2()
+    if info.get("torch") is None:
+        raise InstallError(f"torch is not importable by {sys.executable}: install it first")
+    if SDIST_NAME in info.get("dist", ""):
+        log(f"DETECTRON2_SPEC replaces {describe(info)}")
+        pip("uninstall", "-y", SDIST_NAME, quiet=quiet)
+    archive = Path(spec).expanduser()
+    if archive.is_file() and not archive.name.endswith(".whl"):
+        log(f"DETECTRON2_SPEC={spec!r}: a local source archive")
+        info = install_archive(archive.resolve(), info["torch"], quiet)
+    else:
+        log(f"DETECTRON2_SPEC={spec!r}: pip install --no-build-isolation {spec}")
+        pip("install", "--no-build-isolation", spec, quiet=quiet)
+        info = settle(probe_detectron2(), quiet)
     check_healthy(info, f"after installing DETECTRON2_SPEC={spec!r}")
     log(f"installed {describe(info)}")
 

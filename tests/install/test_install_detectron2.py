@@ -266,12 +266,15 @@ def test_check_runs_the_probe_in_the_target_interpreter():
 
 
 class FakeEnv:
-    """Stands in for pip and the target interpreter in installer.main()."""
+    """Stands in for pip and the target interpreter in installer.main(); `pip wheel` leaves
+    a wheel file in its -w directory."""
+
+    WHEEL_NAME = "detectron2-0.6-cp311-cp311-linux_x86_64.whl"
 
     def __init__(self, monkeypatch, probes, fake_install_patched=True):
         self.calls = []
         self.probes = list(probes)
-        monkeypatch.setattr(installer, "pip", lambda *a, quiet=True: self.calls.append(a))
+        monkeypatch.setattr(installer, "pip", self.pip)
         monkeypatch.setattr(installer, "probe_detectron2", self.probe)
         if fake_install_patched:
             monkeypatch.setattr(
@@ -279,6 +282,11 @@ class FakeEnv:
                 "install_patched",
                 lambda sdist, quiet: self.calls.append(("install_patched", sdist)),
             )
+
+    def pip(self, *args, quiet=True):
+        self.calls.append(args)
+        if args[0] == "wheel":
+            (Path(args[args.index("-w") + 1]) / self.WHEEL_NAME).write_bytes(b"built")
 
     def probe(self):
         return self.probes.pop(0)
@@ -292,7 +300,7 @@ MISSING = {"torch": "2.14.1", "importable": False, "error": "ImportError"}
 
 def test_spec_is_installed_with_pip_and_nothing_else(monkeypatch, capsys):
     monkeypatch.setenv("DETECTRON2_SPEC", "git+https://example.invalid/detectron2.git")
-    env = FakeEnv(monkeypatch, [HEALTHY_PB1])
+    env = FakeEnv(monkeypatch, [MISSING, HEALTHY])
     assert installer.main([]) == 0
     assert env.calls == [
         ("install", "--no-build-isolation", "git+https://example.invalid/detectron2.git")
@@ -300,12 +308,119 @@ def test_spec_is_installed_with_pip_and_nothing_else(monkeypatch, capsys):
     assert "DETECTRON2_SPEC" in capsys.readouterr().out
 
 
+def test_spec_replaces_the_patched_pb1(monkeypatch):
+    monkeypatch.setenv("DETECTRON2_SPEC", "/some/detectron2-tree")
+    env = FakeEnv(monkeypatch, [HEALTHY_PB1, HEALTHY])
+    assert installer.main([]) == 0
+    assert env.calls == [
+        ("uninstall", "-y", "pb1-detectron2"),
+        ("install", "--no-build-isolation", "/some/detectron2-tree"),
+    ]
+
+
 def test_spec_that_does_not_import_fails(monkeypatch, capsys):
     monkeypatch.setenv("DETECTRON2_SPEC", "/some/dir")
     broken = dict(HEALTHY, dist="x", errors=["detectron2.data: AttributeError('LINEAR')"])
-    FakeEnv(monkeypatch, [broken])
+    env = FakeEnv(monkeypatch, [MISSING, broken])
     assert installer.main([]) == 1
     assert "LINEAR" in capsys.readouterr().err
+    assert ("install", installer.SETUPTOOLS_WITH_PKG_RESOURCES) not in env.calls
+
+
+NO_PKG_RESOURCES = dict(
+    HEALTHY,
+    errors=["detectron2.model_zoo: ModuleNotFoundError(\"No module named 'pkg_resources'\")"],
+)
+
+
+def test_missing_pkg_resources_gets_an_older_setuptools(monkeypatch, capsys):
+    monkeypatch.setenv("DETECTRON2_SPEC", "git+https://example.invalid/detectron2.git")
+    env = FakeEnv(monkeypatch, [MISSING, NO_PKG_RESOURCES, HEALTHY])
+    assert installer.main([]) == 0
+    assert env.calls[-1] == ("install", "setuptools<82")
+    assert "pkg_resources" in capsys.readouterr().out
+
+
+@pytest.fixture
+def archive(tmp_path, monkeypatch):
+    """A local source archive as DETECTRON2_SPEC, an empty wheel cache."""
+    path = tmp_path / "detectron2-main.tar.gz"
+    path.write_bytes(b"detectron2 sources")
+    monkeypatch.setenv("DETECTRON2_SPEC", str(path))
+    monkeypatch.setenv("SIGNSYM_DET_CACHE", str(tmp_path / "cache"))
+    return path
+
+
+def wheel_cache_entry(tmp_path, archive, torch="2.14.1") -> Path:
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return tmp_path / "cache" / "detectron2-wheels" / f"{digest}-torch{torch}-{python}"
+
+
+def installed_wheels(calls) -> list:
+    return [Path(c[-1]) for c in calls if c[0] == "install" and c[-1].endswith(".whl")]
+
+
+def test_local_archive_is_built_once_then_the_cached_wheel_is_installed(
+    archive, tmp_path, monkeypatch
+):
+    env = FakeEnv(monkeypatch, [MISSING, HEALTHY])
+    assert installer.main([]) == 0
+    assert [c[:3] for c in env.calls if c[0] == "wheel"] == [
+        ("wheel", "--no-build-isolation", "--no-deps")
+    ]
+    cached = wheel_cache_entry(tmp_path, archive) / FakeEnv.WHEEL_NAME
+    assert cached.read_bytes() == b"built"
+    assert [w.name for w in installed_wheels(env.calls)] == [FakeEnv.WHEEL_NAME] * 2
+
+    env = FakeEnv(monkeypatch, [HEALTHY, HEALTHY])  # rerun: no build, the cached wheel
+    assert installer.main([]) == 0
+    assert all(c[0] != "wheel" for c in env.calls)
+    assert installed_wheels(env.calls) == [cached, cached]
+    assert ("install", "--force-reinstall", "--no-deps", str(cached)) in env.calls
+
+
+def test_wheel_cache_is_keyed_by_archive_and_torch(archive, tmp_path, monkeypatch):
+    entry = wheel_cache_entry(tmp_path, archive)
+    entry.mkdir(parents=True)
+    (entry / FakeEnv.WHEEL_NAME).write_bytes(b"old")
+    env = FakeEnv(monkeypatch, [dict(MISSING, torch="2.15.0"), HEALTHY])
+    assert installer.main([]) == 0
+    assert any(c[0] == "wheel" for c in env.calls)  # another torch: built again
+    assert (wheel_cache_entry(tmp_path, archive, "2.15.0") / FakeEnv.WHEEL_NAME).is_file()
+
+    archive.write_bytes(b"other sources")
+    env = FakeEnv(monkeypatch, [MISSING, HEALTHY])
+    assert installer.main([]) == 0
+    assert any(c[0] == "wheel" for c in env.calls)  # other bytes: built again
+
+
+def test_broken_cached_wheel_is_rebuilt(archive, tmp_path, monkeypatch):
+    entry = wheel_cache_entry(tmp_path, archive)
+    entry.mkdir(parents=True)
+    (entry / FakeEnv.WHEEL_NAME).write_bytes(b"corrupt")
+    broken = dict(HEALTHY, errors=["detectron2.layers: ImportError('undefined symbol')"])
+    env = FakeEnv(monkeypatch, [MISSING, broken, HEALTHY])
+    assert installer.main([]) == 0
+    assert any(c[0] == "wheel" for c in env.calls)
+    assert (entry / FakeEnv.WHEEL_NAME).read_bytes() == b"built"
+
+
+def test_wheel_cache_is_optional(archive, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SIGNSYM_DET_CACHE", str(tmp_path / "file" / "cache"))  # not creatable
+    env = FakeEnv(monkeypatch, [MISSING, HEALTHY])
+    assert installer.main([]) == 0
+    assert [w.name for w in installed_wheels(env.calls)] == [FakeEnv.WHEEL_NAME] * 2
+
+
+def test_spec_naming_a_wheel_file_is_installed_as_is(tmp_path, monkeypatch):
+    wheel = tmp_path / FakeEnv.WHEEL_NAME
+    wheel.write_bytes(b"w")
+    monkeypatch.setenv("DETECTRON2_SPEC", str(wheel))
+    env = FakeEnv(monkeypatch, [MISSING, HEALTHY])
+    assert installer.main([]) == 0
+    assert env.calls == [("install", "--no-build-isolation", str(wheel))]
 
 
 def test_existing_detectron2_is_used(monkeypatch, capsys):
