@@ -20,14 +20,13 @@ or ``detection`` generates the embedded shapes set at ``--data`` first if absent
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 from detectron2.utils.logger import setup_logger
 from torch import nn
 
-from .engine.latest_checkpoint import latest_checkpoint_path
+from .engine.latest_checkpoint import add_resume_argument, resume_path
 from .hebbian import PATCH_NORMS, Conv2dHebbianLearner, LinearHebbianLearner
 from .hebbian.filters import save_filter_grid
 
@@ -68,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="init, data order, patch draws")
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        help=f"resume from PATH, or (no value) from {latest_checkpoint_path('OUTPUT_DIR')}",
-    )
+    add_resume_argument(p)
     p.add_argument("--log-period", type=int, default=20, help="iterations")
     p.add_argument("--checkpoint-period", type=int, default=100, help="iterations")
     p.add_argument("--window", type=int, default=20, help="iterations of units_won_frac")
@@ -141,17 +134,6 @@ def build_learner(args):
     )
 
 
-def _resume_path(args) -> str | None:
-    auto = latest_checkpoint_path(args.output_dir)
-    if args.resume == "auto":
-        return auto if os.path.isfile(auto) else None
-    if args.resume is None and os.path.isfile(auto):
-        raise SystemExit(
-            f"{auto} exists: pass --resume to continue that run, or choose another --output-dir"
-        )
-    return args.resume
-
-
 def filters_of(args, weight: torch.Tensor) -> torch.Tensor:
     """(n, 3, h, w) RGB views of the learned weight for the PNG grid."""
     if args.target == "hidden":
@@ -162,7 +144,7 @@ def filters_of(args, weight: torch.Tensor) -> torch.Tensor:
 def main(argv=None) -> dict:
     """Train (or resume) and write the outputs; returns their paths."""
     args = parse_args(argv)
-    path = _resume_path(args)
+    path = resume_path(args)
     setup_logger(args.output_dir, name="detectron2")
     log = setup_logger(args.output_dir, name="signsym_det")
     from .engine.hebbian import HebbianPretrainer

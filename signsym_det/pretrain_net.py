@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 
 import torch
@@ -20,7 +19,7 @@ from detectron2.utils.logger import setup_logger
 from .classification.distributed import init_distributed
 from .classification.model import ARCHS, CONVNETS, algorithms, check_algorithm
 from .classification.optim import OPTIMIZERS, SCHEDULES
-from .engine.latest_checkpoint import latest_checkpoint_path
+from .engine.latest_checkpoint import add_resume_argument, resume_path
 from .feedback import available_rules, parse_rule
 from .targetprop import ACTIVATIONS
 
@@ -99,13 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        help=f"resume from PATH, or (no value) from {latest_checkpoint_path('OUTPUT_DIR')}",
-    )
+    add_resume_argument(p)
     p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint")
     p.add_argument("--log-period", type=int, default=20, help="iterations")
     p.add_argument(
@@ -193,17 +186,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _resume_path(args) -> str | None:
-    auto = latest_checkpoint_path(args.output_dir)
-    if args.resume == "auto":
-        return auto if os.path.isfile(auto) else None
-    if args.resume is None and os.path.isfile(auto) and not args.eval_only:
-        raise SystemExit(
-            f"{auto} exists: pass --resume to continue that run, or choose another --output-dir"
-        )
-    return args.resume
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.make_dataset:
@@ -212,7 +194,7 @@ def main(argv=None) -> dict:
         summary = ensure_classification_dataset(args.data)
         state = "generated" if summary["generated"] else "found"
         print(f"[pretrain] {state} the shapes classification set in {summary['root']}")
-    path = _resume_path(args)
+    path = resume_path(args, starting=not args.eval_only)
     init_distributed(args.device)
     for name in ("detectron2", "signsym_det"):
         setup_logger(args.output_dir, distributed_rank=comm.get_rank(), name=name)

@@ -26,6 +26,30 @@ def latest_checkpoint_path(output_dir) -> str:
     return os.path.join(output_dir, f"{LATEST}.pth")
 
 
+def add_resume_argument(parser) -> None:
+    """``--resume [PATH]`` of the pretraining tools (no value: the run's latest checkpoint)."""
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help=f"resume from PATH, or (no value) from {latest_checkpoint_path('OUTPUT_DIR')}",
+    )
+
+
+def resume_path(args, *, starting: bool = True):
+    """The checkpoint to resume from (None: start anew). ``starting`` (a run that will write
+    checkpoints): refuse to start anew over an existing run without ``--resume``."""
+    latest = latest_checkpoint_path(args.output_dir)
+    if args.resume == "auto":
+        return latest if os.path.isfile(latest) else None
+    if args.resume is None and starting and os.path.isfile(latest):
+        raise SystemExit(
+            f"{latest} exists: pass --resume to continue that run, or choose another --output-dir"
+        )
+    return args.resume
+
+
 class WeightsOnlyCheckpointer(Checkpointer):
     """fvcore's Checkpointer, but: files are written atomically and must read weights-only
     (:class:`AtomicLocalWrites`), no ``last_checkpoint`` tag (the names are fixed), the
