@@ -10,7 +10,15 @@ from collections.abc import Sequence
 
 from detectron2.config import CfgNode as CN
 
-from .feedback import FIXED_FEEDBACK, PLAIN, SCALES, available_rules, check_scale, parse_rule
+from .feedback import (
+    FIXED_FEEDBACK,
+    PLAIN,
+    SCALES,
+    available_rules,
+    check_scale,
+    get_rule,
+    parse_rule,
+)
 
 #: Parts of a detector, in the order a layer is matched against them (see modeling/parts.py).
 PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
@@ -31,8 +39,26 @@ def add_feedback_config(cfg):
     #   HEAD: RetinaNet cls/bbox subnets, RPN conv, ROI box/mask head convs and fcs
     #   PREDICTOR: the last layers (cls_score, bbox_pred, objectness_logits,
     #              anchor_deltas, mask predictor): Xiao et al.'s "last layer"
+    # Training techniques per part (signsym_det.engine.optim builds the optimizer with them):
+    #   BATCH_MANHATTAN: SGD on sign(grad) (Liao et al. 2016), after any clipping;
+    #   WEIGHT_NORM_CONSTRAINT: after every step, rescale W of the part's layers whose rule is
+    #     in WEIGHT_NORM_RULES to its Frobenius norm at the first step (Moskovitz et al. 2018);
+    #   CLIP_GRADIENTS: clip the joint L2 norm of all the part's gradients (W, b, norms,
+    #     Kolen-Pollack's B) to this value; 0: off. Runs after detectron2's global
+    #     SOLVER.CLIP_GRADIENTS (per parameter) and before Batch Manhattan.
     for part in PARTS:
-        fb[part] = CN({"RULE": "", "SCALE": ""})
+        fb[part] = CN(
+            {
+                "RULE": "",
+                "SCALE": "",
+                "BATCH_MANHATTAN": False,
+                "WEIGHT_NORM_CONSTRAINT": False,
+                "CLIP_GRADIENTS": 0.0,
+            }
+        )
+    # The rules whose layers WEIGHT_NORM_CONSTRAINT constrains (Moskovitz et al.: fixed
+    # feedback; any rule may be listed).
+    fb.WEIGHT_NORM_RULES = ["fa", "frsf"]
     # Extra per-layer rules, matched first: a list of [glob pattern, rule, scale], e.g.
     # [["head.cls_subnet.0", "bp", ""]]. Patterns match qualified module names.
     fb.OVERRIDES = []
@@ -122,4 +148,50 @@ def validate_feedback_config(cfg):
     for key in ("ALIGNMENT_PERIOD", "GRADIENT_ALIGNMENT_PERIOD"):
         if fb[key] < 0:
             raise ValueError(f"cfg.MODEL.FEEDBACK.{key} = {fb[key]!r}; expected an int >= 0")
+    check_techniques(
+        {part: technique_settings(fb[part]) for part in PARTS},
+        fb.WEIGHT_NORM_RULES,
+        _yaml_key,
+    )
     return cfg
+
+
+#: The per-part technique fields, lower case (LazyConfig spelling) -> MODEL.FEEDBACK's.
+TECHNIQUES = {
+    "batch_manhattan": "BATCH_MANHATTAN",
+    "weight_norm_constraint": "WEIGHT_NORM_CONSTRAINT",
+    "clip_gradients": "CLIP_GRADIENTS",
+}
+
+
+def technique_settings(part_node) -> dict:
+    """{field (lower case): value} of the techniques in one part's config node."""
+    return {field: part_node[key] for field, key in TECHNIQUES.items()}
+
+
+def check_techniques(parts, weight_norm_rules, key):
+    """Raise ValueError naming the setting, the bad value and the valid values.
+
+    ``parts`` maps each of PARTS to its technique settings (:func:`technique_settings`);
+    ``key(field, part)`` is how the caller's config spells a setting.
+    """
+    for part in PARTS:
+        settings = parts[part]
+        for field in ("batch_manhattan", "weight_norm_constraint"):
+            if not isinstance(settings[field], bool):
+                raise ValueError(f"{key(field, part)} = {settings[field]!r}; valid: True, False")
+        clip = settings["clip_gradients"]
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0:
+            raise ValueError(
+                f"{key('clip_gradients', part)} = {clip!r}; expected a number >= 0 (0: off)"
+            )
+    if isinstance(weight_norm_rules, str) or not isinstance(weight_norm_rules, Sequence):
+        raise ValueError(f"{key('weight_norm_rules')} = {weight_norm_rules!r}; expected a list")
+    for rule in weight_norm_rules:
+        try:
+            get_rule(rule)
+        except ValueError:
+            raise ValueError(
+                f"{key('weight_norm_rules')} holds {rule!r}, not a learning rule; "
+                f"valid: {available_rules()}"
+            ) from None

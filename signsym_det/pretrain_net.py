@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Batch Manhattan (SGD on sign(grad)) for all layers but fc",
     )
     p.add_argument("--classifier-batch-manhattan", action="store_true")
+    p.add_argument(
+        "--weight-norm-constraint",
+        action="store_true",
+        help="after every step, rescale the weights of fa/frsf layers to their initial "
+        "Frobenius norm (Moskovitz et al. 2018); the norms are saved with the optimizer",
+    )
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--min-crop-scale", type=float, default=0.08)
     p.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")

@@ -1,8 +1,8 @@
 """SGD with optional Batch Manhattan (Liao et al. 2016) per parameter group (or AdamW), and
 the learning-rate schedule as an fvcore ParamScheduler (detectron2's LRScheduler hook runs it).
 
-Batch Manhattan: the loss gradient of the batch is replaced by its sign before SGD's
-weight decay and momentum, so a step is ``v = mu * v + sign(g) + wd * w; w -= lr * v``.
+Batch Manhattan (:class:`signsym_det.optim.BatchManhattanSGD`): the loss gradient of the batch
+is replaced by its sign before SGD's weight decay and momentum.
 Groups: the network body and the classifier ``fc`` (own lr and Batch Manhattan flag, as in
 Xiao et al.'s script). A trainable feedback tensor (Kolen-Pollack's B) sits in the group of
 its layer and gets the same treatment as the layer's weight.
@@ -22,31 +22,8 @@ from fvcore.common.param_scheduler import (
 )
 from torch import nn
 
+from ..optim import BatchManhattanSGD
 from .model import CLASSIFIER
-
-
-class BatchManhattanSGD(torch.optim.SGD):
-    """torch.optim.SGD; groups with ``batch_manhattan=True`` step on sign(grad)."""
-
-    def __init__(self, params, lr: float, **kwargs):
-        super().__init__(params, lr=lr, **kwargs)
-        for group in self.param_groups:
-            group.setdefault("batch_manhattan", False)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            if group["batch_manhattan"]:
-                for param in group["params"]:
-                    if param.grad is not None:
-                        param.grad.sign_()
-        super().step()
-        return loss
-
 
 OPTIMIZERS = ("sgd", "adamw")
 

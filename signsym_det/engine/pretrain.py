@@ -54,6 +54,7 @@ from ..classification.data import ShardedEpochSampler, build_loader, image_folde
 from ..classification.metrics import evaluate, topk_correct
 from ..classification.model import build_classifier, feedback_record, stage_of
 from ..classification.optim import build_optimizer, lr_multiplier
+from ..feedback.weight_norm import constrain_weight_norms
 from .alignment_hook import AlignmentHook
 from .latest_checkpoint import LatestCheckpointer, WeightsOnlyCheckpointer
 
@@ -135,6 +136,8 @@ class Pretrainer(TrainerBase):
             classifier_batch_manhattan=args.classifier_batch_manhattan,
             classifier_lr=args.classifier_lr,
         )
+        if args.weight_norm_constraint:
+            constrain_weight_norms(classifier, self.optimizer)
         self._build_loaders()
         self.grad_scaler = torch.amp.GradScaler("cuda") if args.amp else None
         self.model = classifier

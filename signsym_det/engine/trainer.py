@@ -9,6 +9,7 @@ from detectron2.evaluation import COCOEvaluator
 from ..checkpoint.feedback_checkpointer import FeedbackCheckpointer
 from .alignment_hook import AlignmentHook, unwrap
 from .nonfinite import NonFiniteGradientError, describe, install_gradient_check
+from .optim import build_optimizer
 
 #: Float training state kept as plain model attributes (not in state_dict): RetinaNet's moving
 #: average of the number of foreground anchors, which scales its losses (created at the first
@@ -73,6 +74,12 @@ class FeedbackTrainer(DefaultTrainer):
                 "MODEL.FEEDBACK.CHECK_FINITE_GRADIENTS True; for fa, gradient clipping "
                 "(SOLVER.CLIP_GRADIENTS.ENABLED True) often helps."
             ) from error
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's SGD plus the per-part techniques of ``cfg.MODEL.FEEDBACK``
+        (Batch Manhattan, gradient clipping, weight-norm constraint: :mod:`.optim`)."""
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
