@@ -27,7 +27,6 @@ from detectron2.engine import (
     default_writers,
     hooks,
 )
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -38,6 +37,7 @@ from .config import add_feedback_config
 from .data.register import SHAPE_CLASSES, register_embedded_datasets
 from .data.validate import validate_datasets
 from .engine import AlignmentHook, check_run_dir
+from .engine.distributed import create_ddp_model, share_cpu_threads
 from .engine.nonfinite import install_gradient_check
 from .engine.trainer import ModelAttributes
 
@@ -145,6 +145,7 @@ def run(args):
         )
     prepare_datasets(cfg)
     default_setup(cfg, args)
+    share_cpu_threads(cfg.train.device, comm.get_local_size())
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="signsym_det")
     if not args.eval_only:
         return do_train(args, cfg)

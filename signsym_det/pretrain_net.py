@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 
 import torch
@@ -19,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from .classification.distributed import init_distributed
 from .classification.model import ARCHS, CONVNETS, algorithms, check_algorithm
 from .classification.optim import OPTIMIZERS, SCHEDULES
+from .engine.distributed import share_cpu_threads
 from .engine.latest_checkpoint import add_resume_argument, resume_path
 from .feedback import available_rules, parse_rule
 from .targetprop import ACTIVATIONS
@@ -202,6 +204,7 @@ def main(argv=None) -> dict:
         print(f"[pretrain] {state} the shapes classification set in {summary['root']}")
     path = resume_path(args, starting=not args.eval_only)
     init_distributed(args.device)
+    share_cpu_threads(args.device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     for name in ("detectron2", "signsym_det"):
         setup_logger(args.output_dir, distributed_rank=comm.get_rank(), name=name)
     if args.arch in CONVNETS:

@@ -17,14 +17,17 @@ from detectron2.utils.logger import setup_logger
 
 from .checkpoint import FeedbackCheckpointer
 from .engine import FeedbackTrainer, check_output_dir, setup_cfg
+from .engine.distributed import share_cpu_threads
 
 
 def run(args):
-    """One process's job (``launch`` starts one per GPU): train, or evaluate with --eval-only."""
+    """One process's job (``launch`` starts one per GPU, or ``--num-gpus`` gloo processes on a
+    machine without CUDA): train, or evaluate with --eval-only."""
     cfg = setup_cfg(args.config_file, args.opts)
     if not args.eval_only:
         check_output_dir(cfg, resume=args.resume, overwrite=args.overwrite)
     default_setup(cfg, args)
+    share_cpu_threads(cfg.MODEL.DEVICE, comm.get_local_size())
     # our loggers (e.g. the checkpointer's pretrained-weights checks) beside detectron2's
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="signsym_det")
     if args.eval_only:

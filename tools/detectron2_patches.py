@@ -151,6 +151,29 @@ PATCHES: tuple[Patch, ...] = (
         "    from .api import *\n",
         "import detectron2.export without caffe2",
     ),
+    # 8. launch() on machines without CUDA: gloo, no device pinning (as upstream main does)
+    Patch(
+        "detectron2/engine/launch.py",
+        r'^    assert torch\.cuda\.is_available\(\), "cuda is not available\. Please check your '
+        r'installation\."$',
+        "    has_gpu = torch.cuda.is_available()  # signsym_det patch: CPU workers use gloo",
+        "launch() asserted CUDA for more than one process",
+    ),
+    Patch(
+        "detectron2/engine/launch.py",
+        r'^            backend="NCCL",$',
+        '            backend="NCCL" if has_gpu else "GLOO",  # signsym_det patch',
+        "launch() hard-coded the NCCL backend, which needs CUDA",
+    ),
+    Patch(
+        "detectron2/engine/launch.py",
+        r"^    assert num_gpus_per_machine <= torch\.cuda\.device_count\(\)\n"
+        r"    torch\.cuda\.set_device\(local_rank\)\n",
+        "    if has_gpu:  # signsym_det patch: pin a GPU only when there is one\n"
+        "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+        "        torch.cuda.set_device(local_rank)\n",
+        "launch() pinned a CUDA device in every worker",
+    ),
 )
 
 # After patching, none of these may remain anywhere in the detectron2 package.

@@ -26,7 +26,7 @@ Another learning algorithm (target propagation, Hebbian learning, ...) whose ste
         def run_step(self):
             images, target = next(self.data_iter)  # this iteration's batch, on the device
             ...  # update self.model (and self.optimizer) as the algorithm says
-            SimpleTrainer.write_metrics({"loss_cls": loss}, data_time)  # logged like ours
+            write_metrics({"loss_cls": loss}, data_time, self.iter)  # logged like ours
 
 Data order and resume, the lr schedule, alignment, evaluation, checkpoints and logging are
 hooks and stay as they are.
@@ -34,6 +34,7 @@ hooks and stay as they are.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
@@ -81,6 +82,15 @@ def epoch_batches(loader, start_iter: int):
         sampler.set_epoch(epoch, batch)
         yield from loader
         epoch, batch = epoch + 1, 0
+
+
+def write_metrics(loss_dict: dict, data_time: float, iteration: int) -> None:
+    """detectron2's ``SimpleTrainer.write_metrics`` (losses and data time to the storage, like
+    every step of ours), on v0.6 ``(loss_dict, data_time)`` and on main ``(..., cur_iter)``."""
+    if "cur_iter" in inspect.signature(SimpleTrainer.write_metrics).parameters:
+        SimpleTrainer.write_metrics(loss_dict, data_time, iteration)
+    else:
+        SimpleTrainer.write_metrics(loss_dict, data_time)
 
 
 class ClassifierLoss(nn.Module):

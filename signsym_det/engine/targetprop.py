@@ -27,7 +27,6 @@ import dataclasses
 import time
 
 import torch
-from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
 from ..classification.model import CONVNETS, build_convnet, convnet_spec, stage_of
@@ -43,7 +42,7 @@ from ..targetprop import (
     update_angles,
 )
 from .alignment_hook import put_part_angles, unwrap
-from .pretrain import ClassifierLoss, Pretrainer
+from .pretrain import ClassifierLoss, Pretrainer, write_metrics
 
 
 class OptimizerDict:
@@ -184,4 +183,4 @@ class LayeredPretrainer(Pretrainer):
         loss = torch.as_tensor(metrics.pop("total_loss"))
         if metrics:
             self.storage.put_scalars(**metrics)
-        SimpleTrainer.write_metrics({"loss_cls": loss}, data_time)
+        write_metrics({"loss_cls": loss}, data_time, self.iter)

@@ -8,6 +8,7 @@ from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint.feedback_checkpointer import FeedbackCheckpointer
 from .alignment_hook import AlignmentHook, unwrap
+from .distributed import cpu_aware_ddp
 from .nonfinite import NonFiniteGradientError, describe, install_gradient_check
 from .optim import build_optimizer
 
@@ -54,10 +55,15 @@ class FeedbackTrainer(DefaultTrainer):
     What a resumed run needs beyond detectron2 v0.6's checkpoint is checkpointed with it:
     the optimizer (SGD momentum) as ``"optimizer"`` unless the trainer's own state holds it,
     and :data:`MODEL_ATTRIBUTES` as ``"model_attributes"``.
+
+    With several processes, DefaultTrainer.__init__ wraps the model by detectron2's
+    ``create_ddp_model``; here by :func:`~signsym_det.engine.distributed.create_ddp_model`,
+    which also takes CPU models (gloo workers without CUDA).
     """
 
     def __init__(self, cfg):
-        super().__init__(cfg)
+        with cpu_aware_ddp():
+            super().__init__(cfg)
         if cfg.MODEL.FEEDBACK.CHECK_FINITE_GRADIENTS:
             install_gradient_check(self.optimizer, unwrap(self.model), lambda: self.iter)
 

@@ -139,9 +139,54 @@ def test_every_fix_is_in_the_patch_list():
         d2 + "engine/hooks.py",  # _LRScheduler
         d2 + "export/__init__.py",  # caffe2
         d2 + "structures/masks.py",  # NumPy aliases
+        d2 + "engine/launch.py",  # CUDA-only launch
     ):
         assert path in by_file, path
-    assert sum(len(v) for v in by_file.values()) == len(patches.PATCHES) == 22
+    assert sum(len(v) for v in by_file.values()) == len(patches.PATCHES) == 25
+
+
+def test_launch_patches_make_workers_use_gloo_without_cuda(tmp_path):
+    """The three launch.py patches on the lines they replace (same indentation as in v0.6's
+    ``_distributed_worker``): no CUDA assert, gloo without a GPU, a device pinned only with one."""
+    worker = (
+        "def worker(local_rank, num_gpus_per_machine, init):\n"
+        '    assert torch.cuda.is_available(), "cuda is not available. Please check your '
+        'installation."\n'
+        "    init(\n"
+        '            backend="NCCL",\n'
+        "    )\n"
+        "    assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+        "    torch.cuda.set_device(local_rank)\n"
+    )
+    (tmp_path / "launch.py").write_text(worker)
+    launch = [p for p in patches.PATCHES if p.path == "detectron2/engine/launch.py"]
+    assert len(launch) == 3
+    for patch in launch:
+        patches.apply_patch(tmp_path, patch._replace(path="launch.py"))
+
+    class NoCuda:
+        @staticmethod
+        def is_available():
+            return False
+
+        def device_count(self):
+            raise AssertionError("device_count() without CUDA")
+
+        def set_device(self, index):
+            raise AssertionError("set_device() without CUDA")
+
+    class FakeTorch:
+        cuda = NoCuda()
+
+    namespace = {"torch": FakeTorch}
+    exec((tmp_path / "launch.py").read_text(), namespace)
+    backends = []
+    namespace["worker"](1, 2, lambda backend: backends.append(backend))
+    assert backends == ["GLOO"]
+    NoCuda.is_available = staticmethod(lambda: True)
+    with pytest.raises(AssertionError, match="device_count"):
+        namespace["worker"](1, 2, lambda backend: backends.append(backend))
+    assert backends == ["GLOO", "NCCL"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -458,3 +503,13 @@ def test_broken_pb1_is_replaced_but_broken_other_is_not(monkeypatch, capsys):
     assert installer.main([]) == 1
     assert env.calls == []
     assert "broken" in capsys.readouterr().err
+
+
+def test_every_patch_matches_the_real_sdist_once(tmp_path):
+    """All of PATCHES on the real pb1-detectron2 0.6 (when cached: tests use no network)."""
+    cached = installer.cache_dir() / installer.SDIST_FILENAME
+    if not cached.is_file():
+        pytest.skip(f"{cached} is not cached (make setup caches it)")
+    root = installer.prepare_tree(tmp_path, cached)  # raises PatchError on any mismatch
+    launch = (root / "detectron2/engine/launch.py").read_text()
+    assert 'backend="NCCL" if has_gpu else "GLOO"' in launch
