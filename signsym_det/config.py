@@ -82,6 +82,10 @@ def add_feedback_config(cfg):
     # Debug switch: before every optimizer step, stop at the first non-finite gradient and
     # name the layer, its rule and its part (reads every gradient once per iteration).
     fb.CHECK_FINITE_GRADIENTS = False
+    # MODEL.WEIGHTS must fill the whole backbone (else CheckpointMismatchError). False: a file
+    # that holds only part of it (e.g. a Hebbian stem from pretrain_hebbian) loads with a
+    # warning naming what is missing.
+    fb.CHECK_BACKBONE = True
 
 
 def check_feedback_settings(rule, scale, parts, overrides, key):

@@ -32,9 +32,9 @@ def run(args):
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="signsym_det")
     if args.eval_only:
         model = FeedbackTrainer.build_model(cfg)
-        FeedbackCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        FeedbackCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, check_backbone=cfg.MODEL.FEEDBACK.CHECK_BACKBONE
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return FeedbackTrainer.test(cfg, model)
     trainer = FeedbackTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

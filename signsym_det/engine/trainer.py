@@ -114,6 +114,7 @@ class FeedbackTrainer(DefaultTrainer):
             checkpointer.model,
             checkpointer.save_dir,
             save_to_disk=checkpointer.save_to_disk,
+            check_backbone=self.cfg.MODEL.FEEDBACK.CHECK_BACKBONE,
             **checkpointer.checkpointables,
             **extra,
         )
