@@ -8,7 +8,15 @@ is built or any data is read.
 
 from detectron2.config import CfgNode as CN
 
-from .feedback import FIXED_FEEDBACK, PLAIN, SCALES, available_rules, check_scale, parse_rule
+from .feedback import (
+    AUTO,
+    FIXED_FEEDBACK,
+    PLAIN,
+    SCALES,
+    available_rules,
+    check_scale,
+    parse_rule,
+)
 
 #: Parts of a detector, in the order a layer is matched against them (see modeling/parts.py).
 PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
@@ -20,9 +28,12 @@ def add_feedback_config(cfg):
 
     add_dataset_validation_config(cfg)
     fb = cfg.MODEL.FEEDBACK = CN()
-    # Default rule and feedback scale for every converted layer.
+    # Default rule and feedback scale for every converted layer. SCALE "auto": per layer,
+    # "xiao" (He fan-out) where a normalisation follows the layer (a conv's GN/BN/SyncBN
+    # norm), "weight_mean" (mean |W|) where none does (RetinaNet head, predictors, FPN
+    # without FPN.NORM, P6/P7); convert()'s log and conversion_report show each layer's.
     fb.RULE = "sign_symmetry"
-    fb.SCALE = "xiao"
+    fb.SCALE = AUTO
     # Per part overrides; "" inherits RULE / SCALE, RULE "none" (PLAIN) keeps the part plain.
     #   BACKBONE: the bottom-up network (ResNet body, incl. stem and shortcut convs)
     #   FPN: lateral/output convs and the P6/P7 top block
@@ -60,7 +71,7 @@ def validate_feedback_config(cfg):
     """Raise ValueError naming the key, the bad value and the valid values."""
     fb = cfg.MODEL.FEEDBACK
     valid_rules = available_rules() + [PLAIN]
-    scales = "one of {} or a positive number (as a string)".format(list(SCALES))
+    scales = "one of {} or a positive number (as a string)".format([AUTO, *SCALES])
 
     def rule(key, value, allow_inherit):
         if allow_inherit and value == "":

@@ -7,6 +7,7 @@ for where a layer's B comes from, :mod:`.convert` for putting rules on a model,
 """
 
 from .alignment import gradient_alignment, weight_alignment
+from .auto_scale import is_normalisation, normalised_layers
 from .convert import (
     ConversionReport,
     LayerFeedback,
@@ -23,6 +24,7 @@ from .layers import (
     install_step_hook,
 )
 from .rules import (
+    AUTO,
     BACKPROP,
     PLAIN,
     SCALES,
@@ -43,6 +45,7 @@ from .sources import (
 )
 
 __all__ = [
+    "AUTO",
     "BACKPROP",
     "FIXED_FEEDBACK",
     "PLAIN",
@@ -66,6 +69,8 @@ __all__ = [
     "get_rule",
     "gradient_alignment",
     "install_step_hook",
+    "is_normalisation",
+    "normalised_layers",
     "parse_layer_spec",
     "parse_rule",
     "register_rule",
