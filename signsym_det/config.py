@@ -30,7 +30,7 @@ def add_feedback_config(cfg):
     fb = cfg.MODEL.FEEDBACK = CN()
     # Default rule and feedback scale for every converted layer. SCALE "auto": per layer,
     # "xiao" (He fan-out) where a normalisation follows the layer (a conv's GN/BN/SyncBN
-    # norm), "weight_mean" (mean |W|) where none does (RetinaNet head, predictors, FPN
+    # norm), "weight_std" (std(W)) where none does (RetinaNet head, predictors, FPN
     # without FPN.NORM, P6/P7); convert()'s log and conversion_report show each layer's.
     fb.RULE = "sign_symmetry"
     fb.SCALE = AUTO

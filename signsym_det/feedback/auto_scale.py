@@ -1,11 +1,15 @@
-"""The ``"auto"`` scale: per layer, He fan-out where a normalisation follows, else mean |W|.
+"""The ``"auto"`` scale: per layer, He fan-out where a normalisation follows, else std(W).
 
 Why: a normalisation after a layer (BatchNorm, GroupNorm, ...) divides its output by the
 output's own spread, so the gradient reaching the layer does not grow with a B larger than W;
 Xiao et al.'s He fan-out scale (``"xiao"``) is right there. Without one (detection heads and
 predictors initialised with std 0.01, FPN top blocks), a He-scale B is several times larger
 than W and the error grows by that factor at every layer: the loss goes non-finite. There B
-takes its magnitude from W itself (``"weight_mean"``: s = mean |W|).
+takes its magnitude from W itself (``"weight_std"``: s = std(W)), which gives every rule's
+B the Frobenius norm of W (sign(W) * s exactly, N(0, s^2) draws in expectation). Measured on
+detectron2's RetinaNet R18-FPN (GN) at init, |dL/dx| at the head's input relative to
+backprop's: 0.99-1.05 with std(W), 0.32-0.36 with mean |W| (0.8 per layer, compounding over
+the 5 head convs), 590-830 with the He scale.
 
 "Followed by a normalisation" is read from the module tree, in plain torch:
 

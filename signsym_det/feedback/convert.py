@@ -13,7 +13,7 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
   its rule and scale: spec is a rule name, ``None``/``"none"`` (leave it plain) or
   ``{"rule": name, "scale": scale}`` (either key may be left out: the call's value applies);
 * ``scale="auto"`` (the default) resolves per layer: ``"xiao"`` (He fan-out) where a
-  normalisation follows the layer, ``"weight_mean"`` where none does (:mod:`.auto_scale`);
+  normalisation follows the layer, ``"weight_std"`` where none does (:mod:`.auto_scale`);
   ``scale=None`` means each rule's own default (``"xiao"``); rules without a scale (bp)
   ignore it. ``conversion_report`` shows the scale each layer got.
 

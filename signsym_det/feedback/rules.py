@@ -11,7 +11,7 @@ Scales ``s`` (:data:`SCALES`, or a positive float):
 * ``"weight_mean"``: ``mean|W|``; ``"weight_std"``: population ``std(W)``.
 
 :data:`AUTO` (``"auto"``) is a scale spec, not a scale: ``convert`` resolves it per layer to
-``"xiao"`` or ``"weight_mean"`` (see :mod:`.auto_scale`), so a layer always holds a scale.
+``"xiao"`` or ``"weight_std"`` (see :mod:`.auto_scale`), so a layer always holds a scale.
 """
 
 from __future__ import annotations
