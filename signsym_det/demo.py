@@ -7,8 +7,7 @@ curves to the output directory and end with a summary naming those files.
 
 A finished run in DIR is resumed (re-evaluated, redrawn); --fresh moves it aside first.
 (``tools/demo.py`` is the same.) The default config is the packaged
-Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_demo.yaml (1000 iterations, cosine schedule);
-Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml is the longer run (2500 iterations).
+Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml.
 """
 
 import argparse
@@ -25,7 +24,7 @@ from .utils.plots import plot_training_curves
 from .utils.predictions import draw_predictions
 from .utils.results import ap_table
 
-DEFAULT_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_demo.yaml"
+DEFAULT_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml"
 
 
 def parse_args(argv=None):
