@@ -1,6 +1,7 @@
 """Rule-swapping trains out of the box: detectron2's stock RetinaNet config and a torchvision
 ResNet-18 with a plain conv head, converted with the default scale ("auto"), keep finite losses
-for every rule."""
+for every rule. The training tests are slow: ~9 CPU-minutes on one thread for all rules,
+measured on the shared 2-core machine."""
 
 import pytest
 import torch
@@ -9,7 +10,6 @@ from torch import nn
 
 from signsym_det.feedback import available_rules, convert
 
-pytestmark = pytest.mark.slow
 detectron2 = pytest.importorskip("detectron2")
 
 ITERATIONS = 200
@@ -73,6 +73,7 @@ def train(model, batches, optimizer, scheduler=None, iterations=ITERATIONS):
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", RULES)
 def test_stock_retinanet_config_trains_with_only_the_rule_set(rule, tiny_shapes, one_torch_thread):
     from detectron2.data import build_detection_train_loader
@@ -135,6 +136,7 @@ class BoxRegression(nn.Module):
         return {"loss": nn.functional.smooth_l1_loss(self.model(images), target)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", RULES)
 def test_convert_torchvision_resnet_with_plain_head_trains(rule, one_torch_thread):
     torch.manual_seed(0)
