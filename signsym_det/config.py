@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from detectron2.config import CfgNode as CN
 
 from .feedback import (
+    AUTO,
     FIXED_FEEDBACK,
     PLAIN,
     SCALES,
@@ -30,9 +31,12 @@ def add_feedback_config(cfg):
 
     add_dataset_validation_config(cfg)
     fb = cfg.MODEL.FEEDBACK = CN()
-    # Default rule and feedback scale for every converted layer.
+    # Default rule and feedback scale for every converted layer. SCALE "auto": per layer,
+    # "xiao" (He fan-out) where a normalisation follows the layer (a conv's GN/BN/SyncBN
+    # norm), "weight_std" (std(W)) where none does (RetinaNet head, predictors, FPN
+    # without FPN.NORM, P6/P7); convert()'s log and conversion_report show each layer's.
     fb.RULE = "sign_symmetry"
-    fb.SCALE = "xiao"
+    fb.SCALE = AUTO
     # Per part overrides; "" inherits RULE / SCALE, RULE "none" (PLAIN) keeps the part plain.
     #   BACKBONE: the bottom-up network (ResNet body, incl. stem and shortcut convs)
     #   FPN: lateral/output convs and the P6/P7 top block
@@ -96,7 +100,7 @@ def check_feedback_settings(rule, scale, parts, overrides, key):
     is how the caller's config spells a setting (field "rule", "scale" or "overrides").
     """
     valid_rules = available_rules() + [PLAIN]
-    scales = "one of {} or a positive number (as a string)".format(list(SCALES))
+    scales = "one of {} or a positive number (as a string)".format([AUTO, *SCALES])
 
     def check_rule_value(name, value, allow_inherit):
         if allow_inherit and value == "":

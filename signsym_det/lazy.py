@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from .config import PARTS, check_feedback_settings
-from .feedback import convert
+from .feedback import AUTO, convert
 from .modeling.parts import convert_arguments
 
 #: Part names in a LazyConfig (lower case) -> MODEL.FEEDBACK's.
@@ -71,7 +71,7 @@ def convert_detector(
     model,
     rule="sign_symmetry",
     *,
-    scale="xiao",
+    scale=AUTO,
     parts=None,
     overrides=(),
     include=(),

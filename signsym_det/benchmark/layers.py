@@ -91,7 +91,9 @@ def conv_variants(shape: ConvShape, rules, device="cpu", seed: int = 0) -> dict[
             bias=False,
         ).to(device)
         layer.load_state_dict(plain.state_dict())
-        variants[rule] = convert(layer, rule, seed=seed)
+        variants[rule] = convert(
+            layer, rule, scale="xiao", seed=seed
+        )  # the cost of the rule, not of a scale
     return variants
 
 

@@ -8,6 +8,7 @@ for where a layer's B comes from, :mod:`.convert` for putting rules on a model,
 """
 
 from .alignment import gradient_alignment, weight_alignment
+from .auto_scale import is_normalisation, normalised_layers
 from .convert import (
     ConversionReport,
     LayerFeedback,
@@ -25,6 +26,7 @@ from .layers import (
 )
 from .locally_connected import FeedbackLocallyConnected2d, LocallyConnected2d
 from .rules import (
+    AUTO,
     BACKPROP,
     PLAIN,
     SCALES,
@@ -45,6 +47,7 @@ from .sources import (
 )
 
 __all__ = [
+    "AUTO",
     "BACKPROP",
     "FIXED_FEEDBACK",
     "PLAIN",
@@ -70,6 +73,8 @@ __all__ = [
     "get_rule",
     "gradient_alignment",
     "install_step_hook",
+    "is_normalisation",
+    "normalised_layers",
     "parse_layer_spec",
     "parse_rule",
     "register_rule",

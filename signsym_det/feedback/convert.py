@@ -15,7 +15,10 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
   ``{"rule": name, "scale": scale}`` (either key may be left out: the call's value applies);
 * lists and dicts may be any Sequence / Mapping, e.g. omegaconf's ListConfig / DictConfig as
   ``instantiate`` passes them from a LazyConfig;
-* ``scale=None`` means each rule's default (``"xiao"``); rules without a scale (bp) ignore it.
+* ``scale="auto"`` (the default) resolves per layer: ``"xiao"`` (He fan-out) where a
+  normalisation follows the layer, ``"weight_std"`` where none does (:mod:`.auto_scale`);
+  ``scale=None`` means each rule's own default (``"xiao"``); rules without a scale (bp)
+  ignore it. ``conversion_report`` shows the scale each layer got.
 
 ``prefix`` is prepended to every name (patterns and seeds), for converting a part of a larger
 model under the names it has there (e.g. ``prefix="backbone."``).
@@ -44,6 +47,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 
+from .auto_scale import auto_scale, normalised_layers
 from .layers import (
     FeedbackConv2d,
     FeedbackLayer,
@@ -53,7 +57,7 @@ from .layers import (
     remove_step_hooks,
 )
 from .locally_connected import FeedbackLocallyConnected2d, LocallyConnected2d
-from .rules import Scale, check_scale, derive_seed, parse_rule
+from .rules import AUTO, Scale, check_scale, derive_seed, parse_rule
 from .sources import check_fixed_feedback
 
 logger = logging.getLogger(__name__)
@@ -165,7 +169,7 @@ def convert(
     module: nn.Module,
     rule: Optional[str] = "sign_symmetry",
     *,
-    scale: Optional[Scale] = None,
+    scale: Optional[Scale] = AUTO,
     overrides=None,
     include=None,
     exclude=None,
@@ -187,7 +191,8 @@ def convert(
     if not inplace:
         module = copy.deepcopy(module)
 
-    used, unsupported, converted = set(), [], Counter()
+    used, unsupported, converted, auto = set(), [], Counter(), Counter()
+    normalised = normalised_layers(module, prefix)
     for name, layer in module.named_modules(prefix=prefix.rstrip(".")):
         reason = unsupported_reason(layer)
         feedback_class = _feedback_class(layer)
@@ -202,12 +207,17 @@ def convert(
         rule_name, layer_scale = _override_for(name, override_list, used) or default
         if rule_name is None or isinstance(layer, FeedbackLayer):
             continue
+        spec_scale = layer_scale
+        if layer_scale == AUTO:
+            layer_scale = auto_scale(name in normalised)
         plain_class = type(layer)
         layer.__class__ = feedback_class
         layer.attach_feedback(
             rule_name, layer_scale, derive_seed(seed, name), plain_class, fixed_feedback
         )
         converted[rule_name] += 1
+        if spec_scale == AUTO and layer.scale is not None:
+            auto[layer.scale] += 1
 
     install_step_hook(module)
     patterns = (*(include or ()), *(exclude or ()), *(pattern for pattern, _ in override_list))
@@ -217,6 +227,8 @@ def convert(
     if unsupported:
         logger.warning("feedback convert: left as they are: %s", "; ".join(unsupported))
     logger.info("feedback convert: converted %s", dict(converted) or "nothing")
+    if auto:
+        logger.info("feedback convert: scale 'auto' gave %s", dict(auto))
     return module
 
 

@@ -69,7 +69,7 @@ class FeedbackLayer:
         self.scale = (
             None
             if record.scale_at is None
-            else check_scale(record.default_scale if scale is None else scale)
+            else check_scale(record.default_scale if scale is None else scale, allow_auto=False)
         )
         self.feedback_seed = int(seed)
         self._plain_class = plain_class

@@ -9,6 +9,9 @@ Scales ``s`` (:data:`SCALES`, or a positive float):
 * ``"xiao"``: conv ``sqrt(2 / (kh * kw * C_out))`` (He fan-out std), Linear ``1 / sqrt(in)``;
 * ``"unit"``: ``1`` (Liao et al.'s bare sign);
 * ``"weight_mean"``: ``mean|W|``; ``"weight_std"``: population ``std(W)``.
+
+:data:`AUTO` (``"auto"``) is a scale spec, not a scale: ``convert`` resolves it per layer to
+``"xiao"`` or ``"weight_std"`` (see :mod:`.auto_scale`), so a layer always holds a scale.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch
 from torch import Tensor
 
 SCALES = ("xiao", "unit", "weight_mean", "weight_std")
+#: The scale spec convert() resolves per layer from the module tree (never a layer's scale).
+AUTO = "auto"
 Scale = Union[str, float]
 
 STATE_KINDS = ("buffer", "parameter")
@@ -81,7 +86,7 @@ class FeedbackRule:
             )
         if self.scale_at == "draw" and self.init_state is None:
             raise ValueError("FeedbackRule with scale_at='draw' needs init_state")
-        check_scale(self.default_scale)
+        check_scale(self.default_scale, allow_auto=False)
 
 
 _RULES: dict[str, FeedbackRule] = {}
@@ -122,10 +127,10 @@ def register_rule(name: str, rule: FeedbackRule, *, aliases=()) -> None:
     _ALIASES.update({alias: name for alias in aliases})
 
 
-def check_scale(scale) -> Scale:
-    """``scale`` if it is one of :data:`SCALES`, else as a positive finite float (also when
-    written as a string, as YAML configs hold it: ``"0.5"``)."""
-    if isinstance(scale, str) and scale in SCALES:
+def check_scale(scale, *, allow_auto: bool = True) -> Scale:
+    """``scale`` if it is one of :data:`SCALES` (or :data:`AUTO`, if ``allow_auto``), else as
+    a positive finite float (also when written as a string, as YAML configs hold it: "0.5")."""
+    if isinstance(scale, str) and (scale in SCALES or (allow_auto and scale == AUTO)):
         return scale
     number = None
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
@@ -137,7 +142,13 @@ def check_scale(scale) -> Scale:
             pass
     if number is not None and math.isfinite(number) and number > 0:
         return number
-    raise ValueError(f"invalid feedback scale {scale!r}; valid: {', '.join(SCALES)} or a float > 0")
+    if scale == AUTO:
+        raise ValueError(
+            f"feedback scale {AUTO!r} is decided per layer by convert() from the model; "
+            f"a single layer needs one of {', '.join(SCALES)} or a float > 0"
+        )
+    valid = ", ".join((AUTO, *SCALES) if allow_auto else SCALES)
+    raise ValueError(f"invalid feedback scale {scale!r}; valid: {valid} or a float > 0")
 
 
 def parse_rule(name) -> Optional[str]:

@@ -85,7 +85,7 @@ def test_eval_and_no_grad_run_the_plain_op():
 
 def test_eval_mode_with_grad_still_uses_feedback():
     plain = nn.Conv2d(3, 4, 3, padding=1)
-    layer = convert(copy.deepcopy(plain), "sign_symmetry").eval()
+    layer = convert(copy.deepcopy(plain), "sign_symmetry", scale="xiao").eval()
     x = torch.randn(1, 3, 5, 5, requires_grad=True)
     out = layer(x)
     g = torch.randn_like(out)

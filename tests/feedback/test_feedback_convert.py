@@ -204,7 +204,7 @@ def test_layers_referenced_from_plain_lists_are_converted():
     torch.manual_seed(2)
     model = ListedConvs()
     reference = copy.deepcopy(model)
-    convert(model, "sign_symmetry")
+    convert(model, "sign_symmetry", scale="xiao")
     assert all(type(conv) is FeedbackConv2d for conv in model.convs)
     x = torch.randn(1, 3, 4, 4, requires_grad=True)
     out = model(x)

@@ -96,7 +96,7 @@ def test_bp_block_gradients_match_detectron2(norm):
 
 def test_frozen_block_input_grad_uses_feedback():
     block = _block("basic", "BN").freeze()
-    convert(block, "sign_symmetry")
+    convert(block, "sign_symmetry", scale="xiao")
     conv = block.conv2
     x = torch.randn(1, 8, 6, 6, requires_grad=True)
     out = conv(x)

@@ -53,7 +53,7 @@ def test_sign_symmetry_follows_sign_flips_after_optimizer_step():
 
 
 def test_fa_feedback_fixed_through_training_and_state_dict():
-    net = convert(_small_net(), "fa", seed=11)
+    net = convert(_small_net(), "fa", seed=11, scale="xiao")
     feedback_before = [net[0].feedback_state().clone(), net[3].feedback_state().clone()]
     assert "0.feedback_weight" in net.state_dict()
     assert all("feedback_weight" not in name for name, _ in net.named_parameters())
@@ -65,7 +65,7 @@ def test_fa_feedback_fixed_through_training_and_state_dict():
     assert torch.equal(net[0].feedback_state(), feedback_before[0])
     assert torch.equal(net[3].feedback_matrix(), feedback_before[1])
 
-    other = convert(_small_net(), "fa", seed=12)
+    other = convert(_small_net(), "fa", seed=12, scale="xiao")
     assert not torch.equal(other[0].feedback_state(), feedback_before[0])
     other.load_state_dict(net.state_dict())
     assert torch.equal(other[0].feedback_matrix(), feedback_before[0])
@@ -74,17 +74,20 @@ def test_fa_feedback_fixed_through_training_and_state_dict():
 
 @pytest.mark.parametrize("rule", ["fa", "frsf", "kolen_pollack"])
 def test_fixed_draws_are_reproducible_per_seed_and_distinct_per_layer(rule):
-    first, second = convert(_small_net(), rule, seed=7), convert(_small_net(), rule, seed=7)
-    third = convert(_small_net(), rule, seed=8)
+    first, second = (
+        convert(_small_net(), rule, seed=7, scale="xiao"),
+        convert(_small_net(), rule, seed=7, scale="xiao"),
+    )
+    third = convert(_small_net(), rule, seed=8, scale="xiao")
     for index in (0, 3):
         assert torch.equal(first[index].feedback_state(), second[index].feedback_state())
         assert not torch.equal(first[index].feedback_state(), third[index].feedback_state())
-    twins = convert(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), rule, seed=7)
+    twins = convert(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), rule, seed=7, scale="xiao")
     assert not torch.equal(twins[0].feedback_state(), twins[1].feedback_state())
 
 
 def test_frsf_magnitudes_fixed_and_signs_follow_weight():
-    net = convert(_small_net(), "frsf", seed=2)
+    net = convert(_small_net(), "frsf", seed=2, scale="xiao")
     magnitude = net[0].feedback_state().clone()
     assert (magnitude >= 0).all()
     before = net[0].feedback_matrix()
@@ -105,7 +108,7 @@ def _shared_grads(net, a, b):
 
 def test_brsf_redraws_once_per_iteration_shared_layer_consistent():
     torch.manual_seed(3)
-    net = convert(SharedConvNet(), "brsf", seed=5)
+    net = convert(SharedConvNet(), "brsf", seed=5, scale="xiao")
     conv = net.conv
     a, b = torch.randn(1, 2, 5, 5), torch.randn(1, 2, 5, 5)
 
@@ -131,7 +134,10 @@ def test_brsf_redraws_once_per_iteration_shared_layer_consistent():
 
 
 def test_brsf_identical_across_models_and_resumes_from_checkpoint():
-    first, second = convert(_small_net(), "brsf", seed=9), convert(_small_net(), "brsf", seed=9)
+    first, second = (
+        convert(_small_net(), "brsf", seed=9, scale="xiao"),
+        convert(_small_net(), "brsf", seed=9, scale="xiao"),
+    )
     x = torch.randn(2, 3, 5, 5)
     for _ in range(3):
         first(x)
@@ -139,7 +145,7 @@ def test_brsf_identical_across_models_and_resumes_from_checkpoint():
     assert torch.equal(first[0].feedback_matrix(), second[0].feedback_matrix())
     assert torch.equal(first[3].feedback_matrix(), second[3].feedback_matrix())
 
-    resumed = convert(_small_net(), "brsf", seed=9)
+    resumed = convert(_small_net(), "brsf", seed=9, scale="xiao")
     resumed.load_state_dict(first.state_dict())
     assert int(resumed[0].feedback_step) == 3
     first(x)
@@ -148,8 +154,8 @@ def test_brsf_identical_across_models_and_resumes_from_checkpoint():
 
 
 def test_step_hook_installed_once_and_manual_advance():
-    net = convert(_small_net(), "brsf")
-    convert(net, "brsf")
+    net = convert(_small_net(), "brsf", scale="xiao")
+    convert(net, "brsf", scale="xiao")
     hooks = [len(module._forward_pre_hooks) for module in net.modules()]
     assert sum(hooks) == 1 and len(net._forward_pre_hooks) == 1
     net(torch.randn(1, 3, 5, 5))

@@ -17,7 +17,7 @@ FIXED_RULES = ("fa", "frsf")
 def _net(rule, fixed_feedback, seed=3):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
-    return convert(net, rule, seed=seed, fixed_feedback=fixed_feedback)
+    return convert(net, rule, seed=seed, fixed_feedback=fixed_feedback, scale="xiao")
 
 
 def _input_grad(net, x, g):

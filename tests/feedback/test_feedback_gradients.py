@@ -35,7 +35,7 @@ LINEAR_CASES = {
 
 
 def _converted_copy(plain, rule):
-    layer = convert(copy.deepcopy(plain), rule, seed=3)
+    layer = convert(copy.deepcopy(plain), rule, seed=3, scale="xiao")
     assert type(layer) is (FeedbackConv2d if isinstance(plain, nn.Conv2d) else FeedbackLinear)
     return layer
 

@@ -16,7 +16,7 @@ CALLS = []
 
 def _counting(net):
     """The net's conv on sign symmetry, recording each time its B is made."""
-    convert(net, "sign_symmetry")
+    convert(net, "sign_symmetry", scale="xiao")
     source = net.conv.feedback_source
     make = source.make
 
@@ -83,7 +83,7 @@ def test_feedback_made_once_per_iteration_for_a_shared_layer():
 
 def test_feedback_follows_in_place_changes_and_replaced_weights():
     torch.manual_seed(1)
-    net = convert(Shared(), "sign_symmetry")
+    net = convert(Shared(), "sign_symmetry", scale="xiao")
     _step(net, _inputs(2))
     with torch.no_grad():
         net.conv.weight.neg_()
@@ -115,7 +115,7 @@ def test_retained_graph_second_backward_remakes_feedback():
 
 def test_brsf_keeps_no_noise_between_iterations():
     torch.manual_seed(3)
-    net = convert(Shared(), "brsf", seed=4)
+    net = convert(Shared(), "brsf", seed=4, scale="xiao")
     xs = _inputs()
     grads = _step(net, xs)
     source = net.conv.feedback_source
@@ -128,7 +128,7 @@ def test_brsf_keeps_no_noise_between_iterations():
 
 def test_kolen_pollack_shared_layer_grads_equal_but_not_aliased():
     torch.manual_seed(5)
-    net = convert(Shared(), "kolen_pollack", seed=1)
+    net = convert(Shared(), "kolen_pollack", seed=1, scale="xiao")
     conv = net.conv
     for _ in range(2):  # second pass: both grads accumulate in place
         _step(net, _inputs())
@@ -141,7 +141,7 @@ def test_kolen_pollack_shared_layer_grads_equal_but_not_aliased():
 
 def test_layers_with_lazy_feedback_copy_and_pickle():
     torch.manual_seed(6)
-    net = convert(Shared(), "sign_symmetry")
+    net = convert(Shared(), "sign_symmetry", scale="xiao")
     xs = _inputs()
     net(xs)  # forward only: the LazyFeedback has pending uses
     clone = copy.deepcopy(net)
@@ -156,7 +156,7 @@ def test_layers_with_lazy_feedback_copy_and_pickle():
 
 def test_autocast_casts_weight_once_per_iteration_for_a_shared_layer():
     torch.manual_seed(7)
-    net = convert(Shared(), "kolen_pollack", seed=2)
+    net = convert(Shared(), "kolen_pollack", seed=2, scale="xiao")
     reference = copy.deepcopy(net)
     xs = _inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -18,7 +18,9 @@ from signsym_det.feedback.cache import LazyFeedback, TensorVersion
 
 def _conv(rule, fixed_feedback="regenerate", seed=7):
     torch.manual_seed(0)
-    return convert(nn.Conv2d(3, 4, 3, padding=1), rule, seed=seed, fixed_feedback=fixed_feedback)
+    return convert(
+        nn.Conv2d(3, 4, 3, padding=1), rule, seed=seed, fixed_feedback=fixed_feedback, scale="xiao"
+    )
 
 
 @pytest.mark.parametrize(

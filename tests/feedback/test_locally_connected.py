@@ -98,8 +98,8 @@ def test_tied_feedback_layer_matches_the_feedback_conv_where_b_is_shared(rule):
     """With tied W, sign symmetry's B (xiao scale of the conv) and bp's B are the conv's."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
-    layer = convert(nn.Sequential(LocallyConnected2d.from_conv(conv, INPUT)), rule)[0]
-    conv = convert(nn.Sequential(conv), rule)[0]
+    layer = convert(nn.Sequential(LocallyConnected2d.from_conv(conv, INPUT)), rule, scale="xiao")[0]
+    conv = convert(nn.Sequential(conv), rule, scale="xiao")[0]
     x, g = data(layer)
     grad_x = run(layer, x, g)[1]
     x_ = x.clone().requires_grad_(True)
@@ -137,7 +137,7 @@ def independent_feedback(layer):
 
 @pytest.mark.parametrize("rule", ["fa", "sign_symmetry"])
 def test_input_gradient_is_the_fold_of_g_times_the_layers_b(rule):
-    layer = convert(nn.Sequential(make_layer()), rule, seed=3)[0]
+    layer = convert(nn.Sequential(make_layer()), rule, scale="xiao", seed=3)[0]
     x, g = data(layer)
     feedback = independent_feedback(layer)
     torch.testing.assert_close(layer.feedback_matrix(), feedback)
@@ -148,7 +148,7 @@ def test_input_gradient_is_the_fold_of_g_times_the_layers_b(rule):
 
 @pytest.mark.parametrize("rule", available_rules())
 def test_every_rule_uses_its_b_for_dx_and_backprop_for_dw(rule):
-    layer = convert(nn.Sequential(make_layer()), rule, seed=3)[0]
+    layer = convert(nn.Sequential(make_layer()), rule, scale="xiao", seed=3)[0]
     assert isinstance(layer, FeedbackLocallyConnected2d) and layer.rule == rule
     x, g = data(layer)
     if "feedback_step" in layer._buffers:
@@ -163,12 +163,12 @@ def test_every_rule_uses_its_b_for_dx_and_backprop_for_dw(rule):
 
 
 def test_state_dict_round_trip_and_seeds():
-    model = convert(nn.Sequential(make_layer()), "fa", seed=7)
+    model = convert(nn.Sequential(make_layer()), "fa", scale="xiao", seed=7)
     state = model.state_dict()
     assert set(state) == {"0.weight", "0.bias", "0.feedback_weight"}
-    same = convert(nn.Sequential(make_layer(seed=5)), "fa", seed=7)
+    same = convert(nn.Sequential(make_layer(seed=5)), "fa", scale="xiao", seed=7)
     torch.testing.assert_close(same[0].feedback_matrix(), model[0].feedback_matrix())
-    other = convert(nn.Sequential(make_layer(seed=5)), "fa", seed=8)
+    other = convert(nn.Sequential(make_layer(seed=5)), "fa", scale="xiao", seed=8)
     assert not torch.equal(other[0].feedback_matrix(), model[0].feedback_matrix())
     other.load_state_dict(state)  # another seed's layer takes the saved weights and B
     for key, value in state.items():
@@ -176,7 +176,9 @@ def test_state_dict_round_trip_and_seeds():
     x, g = data(model[0])
     for got, want in zip(run(other[0], x, g), run(model[0], x, g)):
         torch.testing.assert_close(got, want)
-    stored = convert(nn.Sequential(make_layer()), "fa", seed=7, fixed_feedback="store")
+    stored = convert(
+        nn.Sequential(make_layer()), "fa", scale="xiao", seed=7, fixed_feedback="store"
+    )
     torch.testing.assert_close(stored[0].feedback_weight, state["0.feedback_weight"])
 
 
