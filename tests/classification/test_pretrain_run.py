@@ -7,10 +7,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.engine import SimpleTrainer
 
 from signsym_det.data.classification import generate_classification_dataset
-from signsym_det.engine.pretrain import Pretrainer
+from signsym_det.engine.pretrain import Pretrainer, write_metrics
 from signsym_det.pretrain_net import main, parse_args
 
 pytestmark = pytest.mark.slow  # trains (in process) for tens of seconds
@@ -97,7 +96,7 @@ class PlainStep(Pretrainer):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        SimpleTrainer.write_metrics({"loss_cls": loss.detach()}, 0.0)
+        write_metrics({"loss_cls": loss.detach()}, 0.0, self.iter)
 
 
 def run_plain_step(data, out, max_iter, resume=None):
