@@ -7,7 +7,8 @@
 #
 # Variables: PYTHON (base interpreter, default python3), VENV (default .venv),
 # TORCH_PACKAGES (the torch/torchvision pair), DETECTRON2_SPEC (see tools/install_detectron2.py),
-# PIP_QUIET (set empty for pip's full output), PYTEST_ARGS.
+# PIP_QUIET (set empty for pip's full output), PYTEST_ARGS, PYTEST_WORKERS (pytest-xdist
+# processes, default 2; 0 = in-process).
 #
 # A second environment with the official detectron2 (C++ ops built on CPU: ~5 CPU-minutes, up
 # to 30 min on a busy 2-core machine; the wheel of a local archive is cached, so only once):
@@ -22,6 +23,8 @@ TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 DETECTRON2_SPEC ?=
 PIP_QUIET ?= -q
 PYTEST_ARGS ?=
+# pytest-xdist workers (one per core; each runs torch on one thread: tests/conftest.py)
+PYTEST_WORKERS ?= 2
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -62,7 +65,8 @@ test: setup
 	@status=0; \
 	echo '$$ ruff check .'; $(RUFF) check . || status=1; \
 	echo '$$ ruff format --check .'; $(RUFF) format --check . || status=1; \
-	echo '$$ pytest -q $(PYTEST_ARGS)'; $(VENV_PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
+	echo '$$ pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)'; \
+		$(VENV_PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 lint: setup

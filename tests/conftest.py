@@ -3,9 +3,12 @@
 One-thread policy: tests in ``ONE_THREAD_FOLDERS`` run torch on one thread (an autouse
 fixture below; any test may also ask for ``one_torch_thread``). On a shared 2-core machine
 two OpenMP threads contending with other jobs make small convolutions tens of times slower.
-Subprocesses started by tests set ``OMP_NUM_THREADS`` themselves.
+Subprocesses started by tests set ``OMP_NUM_THREADS`` themselves. Under pytest-xdist (`make test`
+runs one worker per core) every worker runs torch on one thread unless ``OMP_NUM_THREADS`` says
+otherwise: two workers of two threads each on two cores would contend the same way.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ import torch
 
 TESTS = Path(__file__).parent
 ONE_THREAD_FOLDERS = ("checkpoint", "classification", "reliability")
+
+
+def pytest_configure(config):
+    if "PYTEST_XDIST_WORKER" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
