@@ -177,7 +177,7 @@ def plot_angles(results, out_png):
         row[0].set_ylabel("degrees (mean over seeds)")
     for ax in axes[-1]:
         ax.set_xlabel("iteration")
-    if results:
+    if axes[0][-1].get_legend_handles_labels()[0]:
         axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
@@ -205,7 +205,7 @@ def plot_pretraining_angles(results, out_png):
         ax.set_ylim(0, 95)
         ax.set_xlabel("iteration")
     axes[0].set_ylabel("degrees (mean over seeds)")
-    if runs:
+    if axes[-1].get_legend_handles_labels()[0]:
         axes[-1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
