@@ -59,24 +59,29 @@ def _target_name(target) -> str:
     return f"{target.__module__}.{target.__qualname__}"
 
 
-def _parts(parts) -> dict:
-    """{PART: (rule, scale)} from ``{"fpn": {"rule": ..., "scale": ...}, ...}``; "" inherits."""
+def _part_fields(parts, where, valid) -> dict:
+    """{PART: {field: value}} from ``{"fpn": {field: value}, ...}`` (a missing part: {}),
+    checked: a dict, known part names, fields in ``valid``; ``where`` names the setting."""
     parts = {} if parts is None else parts
     if not isinstance(parts, Mapping):
-        raise ValueError(f"model.feedback.parts = {parts!r}; expected a dict of parts")
+        raise ValueError(f"{where} = {parts!r}; expected a dict of parts")
     unknown = sorted(set(parts) - set(PART_KEYS))
     if unknown:
-        raise ValueError(f"model.feedback.parts: unknown parts {unknown}; valid: {list(PART_KEYS)}")
+        raise ValueError(f"{where}: unknown parts {unknown}; valid: {list(PART_KEYS)}")
     result = {}
     for name, part in PART_KEYS.items():
         fields = parts.get(name) or {}
-        extra = sorted(set(fields) - set(_PART_FIELDS))
+        extra = sorted(set(fields) - set(valid))
         if extra:
-            raise ValueError(
-                f"model.feedback.parts.{name}: unknown keys {extra}; valid: {list(_PART_FIELDS)}"
-            )
-        result[part] = (fields.get("rule", ""), fields.get("scale", ""))
+            raise ValueError(f"{where}.{name}: unknown keys {extra}; valid: {list(valid)}")
+        result[part] = dict(fields)
     return result
+
+
+def _parts(parts) -> dict:
+    """{PART: (rule, scale)} from ``{"fpn": {"rule": ..., "scale": ...}, ...}``; "" inherits."""
+    fields = _part_fields(parts, "model.feedback.parts", _PART_FIELDS)
+    return {part: (f.get("rule", ""), f.get("scale", "")) for part, f in fields.items()}
 
 
 def convert_detector(
@@ -164,25 +169,8 @@ def _technique_key(field, part=None):
 def _technique_parts(parts) -> dict:
     """{PART: {field: value}} from ``{"backbone": {"batch_manhattan": True}, ...}``; a
     missing part or field is off."""
-    parts = {} if parts is None else parts
-    if not isinstance(parts, Mapping):
-        raise ValueError(f"optimizer.techniques.parts = {parts!r}; expected a dict of parts")
-    unknown = sorted(set(parts) - set(PART_KEYS))
-    if unknown:
-        raise ValueError(
-            f"optimizer.techniques.parts: unknown parts {unknown}; valid: {list(PART_KEYS)}"
-        )
-    result = {}
-    for name, part in PART_KEYS.items():
-        fields = parts.get(name) or {}
-        extra = sorted(set(fields) - set(TECHNIQUES))
-        if extra:
-            raise ValueError(
-                f"optimizer.techniques.parts.{name}: unknown keys {extra}; "
-                f"valid: {list(TECHNIQUES)}"
-            )
-        result[part] = {**TECHNIQUES_OFF, **fields}
-    return result
+    fields = _part_fields(parts, "optimizer.techniques.parts", TECHNIQUES)
+    return {part: {**TECHNIQUES_OFF, **f} for part, f in fields.items()}
 
 
 def technique_optimizer(*, techniques, model, params, **kwargs):
