@@ -25,7 +25,7 @@ import shlex
 import time
 
 from .gaps import load_reference
-from .report import collect, write_report
+from .report import collect, pretraining_table, write_report
 from .runs import plan_runs, run_all, shard
 
 
@@ -77,6 +77,9 @@ def main(argv=None) -> None:
             else ""
         )
     )
+    stages_table = pretraining_table(runs)
+    if stages_table:
+        header += "\n\nPretraining stages finished so far:\n\n" + stages_table
     report = write_report(
         results, args.report_dir or args.out, header, load_reference(args.reference)
     )

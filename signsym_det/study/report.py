@@ -85,6 +85,27 @@ def collect(runs):
     return dict(results)
 
 
+def pretraining_table(runs):
+    """Markdown: the finished pretraining stages of ``runs`` (each once, however many runs
+    share it): seeds done, val top-1 / top-5 mean ± std, minutes per run; "" if none."""
+    stages = {}
+    for run in runs:
+        stage = run.pretraining
+        if stage is not None and stage.done:
+            stages.setdefault(stage.name, {})[stage.seed] = stage.info
+    if not stages:
+        return ""
+    head = ["pretraining", "seeds done", "diverged", "val top-1 %", "val top-5 %", "min/run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, by_seed in stages.items():
+        ok = [i for i in by_seed.values() if not i.get("diverged") and i.get("top1") is not None]
+        cells = [name, str(sorted(by_seed)), str(len(by_seed) - len(ok))]
+        cells += [_mean_std([i[k] for i in ok]) if ok else "–" for k in ("top1", "top5")]
+        minutes = statistics.mean(i["seconds"] / 60 for i in by_seed.values())
+        lines.append("| " + " | ".join([*cells, f"{minutes:.0f}"]) + " |")
+    return "\n".join(lines)
+
+
 def _mean_std(values):
     if len(values) == 1:
         return f"{values[0]:.1f}"
@@ -153,7 +174,8 @@ def plot_ap(results, out_png):
             _plot_mean_curves(ax, [s["ap_curve"] for s in ok], variant)
     ax.set_xlabel("iteration")
     ax.set_ylabel("COCO box AP (mean over seeds)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

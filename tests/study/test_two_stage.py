@@ -12,7 +12,7 @@ from signsym_det.study import collect, parse_variant, plan_runs, run_all
 from signsym_det.study import pretraining as pretraining_module
 from signsym_det.study.gaps import gap_rows, imagenet_ratio
 from signsym_det.study.pretraining import Lock, pretraining_name
-from signsym_det.study.report import table
+from signsym_det.study.report import pretraining_table, table
 
 PRETRAIN = ["@configs/ImageNet/Shapes-R18.args", "--data", "cls"]
 
@@ -205,6 +205,8 @@ def test_collect_reads_the_pretraining_of_each_run(tmp_path, fake_convert):
     assert entry["rule"] == "fa" and entry["final"]["AP"] == 3.0
     assert entry["pretraining"]["top1"] == 50.0 and entry["pretraining"]["name"] == "fa"
     assert entry["pretraining"]["angles"] == {"weight_angle/layer1": [(0, 80.0), (10, 70.0)]}
+    assert pretraining_table([run]).splitlines()[2].startswith("| fa | [0] | 0 | 50.0 | 90.0 |")
+    assert pretraining_table(plan_runs(tmp_path / "s2", ["fa"], [0], (), PRETRAIN)) == ""
 
 
 _TINY_DETECTION = (
