@@ -1,6 +1,7 @@
 #!/bin/sh
 # The two-stage rule study (issue 19), exactly as run: from a checkout's root,
 #   nice -n 19 sh results/pretrained_rule_study/run_study.sh            # train (resumes)
+#   SHARD=1/2 ...run_study.sh   # one of N processes sharing the study (e.g. one per core)
 #   sh results/pretrained_rule_study/run_study.sh report [REPORT_DIR]   # report only
 # Per seed: the 7 variants at the shapes_rule_study schedule (2000 iterations), then bp,
 # sign_symmetry and kolen_pollack at a 3x longer one (6000); every detection run starts
@@ -9,6 +10,7 @@
 # skips finished stages and resumes interrupted ones.
 set -e
 OUT=${OUT:-/work/runs/pretrained_rule_study/study}
+SHARD=${SHARD:-0/1}
 export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-/work/runs/pretrained_rule_study/datasets}
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-python}
@@ -38,7 +40,7 @@ if [ "$1" = report ]; then
 fi
 for seed in 0 1 2; do
   # shellcheck disable=SC2086
-  study $seed --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
+  study $seed --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
   # shellcheck disable=SC2086
-  study $seed --variants $LONG -- $LONG_OPTS
+  study $seed --shard $SHARD --variants $LONG -- $LONG_OPTS
 done
