@@ -25,7 +25,7 @@ import shlex
 import time
 
 from .gaps import load_reference
-from .report import collect, pretraining_table, write_report
+from .report import collect, detection_progress, pretraining_table, write_report
 from .runs import plan_runs, run_all, shard
 
 
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
         run_all(shard(runs, args.shard), args.config_file)
     results = collect(runs)
     finished = [s for seeds in results.values() for s in seeds]
-    missing = [f"{r.variant}/seed{r.seed}" for r in runs if not r.done]
+    missing = [detection_progress(r) for r in runs if not r.done]
     stages = {
         (s["pretraining"]["name"], s["seed"]): s["pretraining"]
         for s in finished
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     )
     stages_table = pretraining_table(runs)
     if stages_table:
-        header += "\n\nPretraining stages finished so far:\n\n" + stages_table
+        header += "\n\nPretraining stages so far:\n\n" + stages_table
     report = write_report(
         results, args.report_dir or args.out, header, load_reference(args.reference)
     )

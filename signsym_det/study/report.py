@@ -85,15 +85,43 @@ def collect(runs):
     return dict(results)
 
 
+def _progress(output_dir):
+    """ "at iteration N (train top-1 x %)" from the last record of a running pretraining's
+    metrics.jsonl; None if it has logged nothing yet."""
+    metrics = output_dir / "metrics.jsonl"
+    records = read_metrics(metrics) if metrics.is_file() else []
+    if not records:
+        return None
+    last = records[-1]
+    top1 = f" (train top-1 {last['train_top1']:.0f} %)" if "train_top1" in last else ""
+    return f"at iteration {last['iteration'] + 1}{top1}"
+
+
+def detection_progress(run):
+    """ "variant/seedK", plus " (at iteration N, AP x at M)" for an unfinished run that has
+    logged (the last COCO AP, if any)."""
+    metrics = run.output_dir / "metrics.json"
+    records = read_metrics(metrics) if metrics.is_file() else []
+    name = f"{run.variant}/seed{run.seed}"
+    if not records:
+        return name
+    evals = [r for r in records if "bbox/AP" in r]
+    ap = f", AP {_ap(evals[-1]['bbox/AP']):.1f} at {evals[-1]['iteration'] + 1}" if evals else ""
+    return f"{name} (at iteration {records[-1]['iteration'] + 1}{ap})"
+
+
 def pretraining_table(runs):
-    """Markdown: the finished pretraining stages of ``runs`` (each once, however many runs
-    share it): seeds done, val top-1 / top-5 mean ± std, minutes per run; "" if none."""
-    stages = {}
+    """Markdown: the pretraining stages of ``runs`` that are finished or under way (each
+    once, however many runs share it): seeds done, val top-1 / top-5 mean ± std over the
+    finished ones, minutes per run, and where the unfinished ones are; "" if none."""
+    stages, running = {}, {}
     for run in runs:
         stage = run.pretraining
         if stage is not None and stage.done:
             stages.setdefault(stage.name, {})[stage.seed] = stage.info
-    if not stages:
+        elif stage is not None and _progress(stage.output_dir):
+            running[f"{stage.name} seed {stage.seed}"] = _progress(stage.output_dir)
+    if not stages and not running:
         return ""
     head = ["pretraining", "seeds done", "diverged", "val top-1 %", "val top-5 %", "min/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -103,6 +131,7 @@ def pretraining_table(runs):
         cells += [_mean_std([i[k] for i in ok]) if ok else "–" for k in ("top1", "top5")]
         minutes = statistics.mean(i["seconds"] / 60 for i in by_seed.values())
         lines.append("| " + " | ".join([*cells, f"{minutes:.0f}"]) + " |")
+    lines += [f"\nUnder way: {name}: {where}." for name, where in running.items()]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from signsym_det.study import collect, parse_variant, plan_runs, run_all
 from signsym_det.study import pretraining as pretraining_module
 from signsym_det.study.gaps import gap_rows, imagenet_ratio
 from signsym_det.study.pretraining import Lock, pretraining_name
-from signsym_det.study.report import pretraining_table, table
+from signsym_det.study.report import detection_progress, pretraining_table, table
 
 PRETRAIN = ["@configs/ImageNet/Shapes-R18.args", "--data", "cls"]
 
@@ -206,7 +206,19 @@ def test_collect_reads_the_pretraining_of_each_run(tmp_path, fake_convert):
     assert entry["pretraining"]["top1"] == 50.0 and entry["pretraining"]["name"] == "fa"
     assert entry["pretraining"]["angles"] == {"weight_angle/layer1": [(0, 80.0), (10, 70.0)]}
     assert pretraining_table([run]).splitlines()[2].startswith("| fa | [0] | 0 | 50.0 | 90.0 |")
-    assert pretraining_table(plan_runs(tmp_path / "s2", ["fa"], [0], (), PRETRAIN)) == ""
+    (other,) = plan_runs(tmp_path / "s2", ["fa"], [0], (), PRETRAIN)
+    assert detection_progress(other) == "fa/seed0"
+    other.output_dir.mkdir(parents=True)
+    records = [{"iteration": 499, "bbox/AP": 4.25}, {"iteration": 519, "total_loss": 1.0}]
+    (other.output_dir / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert detection_progress(other) == "fa/seed0 (at iteration 520, AP 4.2 at 500)"
+    assert pretraining_table([other]) == ""
+    other.pretraining.output_dir.mkdir(parents=True)
+    record = {"iteration": 124, "train_top1": 28.1}
+    (other.pretraining.output_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    assert "Under way: fa seed 0: at iteration 125 (train top-1 28 %)." in pretraining_table(
+        [other]
+    )
 
 
 _TINY_DETECTION = (
