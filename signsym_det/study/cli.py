@@ -62,11 +62,12 @@ def main(argv=None) -> None:
         if s.get("pretraining")
     }
     pretrain_hours = sum(p["minutes"] for p in stages.values()) / 60
+    opts_note = "those of the training invocations" if args.report_only else "none"
     header = (
         f"# Rule comparison: {args.config_file}\n\n"
         + (f"**IN PROGRESS: {len(finished)} of {len(runs)} runs done.**\n\n" if missing else "")
         + (f"Pretraining: `pretrain_net {args.pretrain_args}`.\n\n" if pretrain else "")
-        + f"Seeds {args.seeds}; extra options {args.opts or 'none'}. {len(finished)} of "
+        + f"Seeds {args.seeds}; extra options {args.opts or opts_note}. {len(finished)} of "
         f"{len(runs)} runs finished, {sum(s['minutes'] for s in finished) / 60:.1f} h of "
         f"detection training in all (sum over runs)"
         + (f" plus {pretrain_hours:.1f} h of pretraining ({len(stages)} runs)" if stages else "")
