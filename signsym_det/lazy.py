@@ -8,6 +8,14 @@ In a Python config, after the model node is complete::
 and on the command line ``model.feedback.rule=sign_symmetry``,
 ``model.feedback.parts.fpn.scale=unit``.
 
+The training techniques of ``cfg.MODEL.FEEDBACK.<PART>`` (Batch Manhattan, the weight-norm
+constraint, per-part gradient clipping; engine/optim.py) go on the optimizer node::
+
+    optimizer = apply_techniques(optimizer, parts={"backbone": {"batch_manhattan": True}})
+
+and on the command line ``optimizer.techniques.parts.head.clip_gradients=1.0``,
+``optimizer.techniques.weight_norm_rules=[fa]``.
+
 The node keeps every key it had (``model.num_classes``, ``model.backbone...``), so its
 relative and absolute interpolations (the head's ``${..num_classes}``) still resolve and
 existing command-line overrides still apply. Only ``_target_`` changes, to
@@ -22,14 +30,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import detectron2
+import torch
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig
 from torch import nn
 
-from .config import PARTS, check_feedback_settings
+from .config import PARTS, TECHNIQUES, check_feedback_settings, check_techniques
+from .engine.optim import constrain_parts, part_groups
 from .feedback import AUTO, convert
+from .feedback.weight_norm import FIXED_FEEDBACK_RULES
 from .modeling.parts import convert_arguments
+from .optim import BatchManhattanSGD
 
 #: Part names in a LazyConfig (lower case) -> MODEL.FEEDBACK's.
 PART_KEYS = {part.lower(): part for part in PARTS}
@@ -47,24 +59,29 @@ def _target_name(target) -> str:
     return f"{target.__module__}.{target.__qualname__}"
 
 
-def _parts(parts) -> dict:
-    """{PART: (rule, scale)} from ``{"fpn": {"rule": ..., "scale": ...}, ...}``; "" inherits."""
+def _part_fields(parts, where, valid) -> dict:
+    """{PART: {field: value}} from ``{"fpn": {field: value}, ...}`` (a missing part: {}),
+    checked: a dict, known part names, fields in ``valid``; ``where`` names the setting."""
     parts = {} if parts is None else parts
     if not isinstance(parts, Mapping):
-        raise ValueError(f"model.feedback.parts = {parts!r}; expected a dict of parts")
+        raise ValueError(f"{where} = {parts!r}; expected a dict of parts")
     unknown = sorted(set(parts) - set(PART_KEYS))
     if unknown:
-        raise ValueError(f"model.feedback.parts: unknown parts {unknown}; valid: {list(PART_KEYS)}")
+        raise ValueError(f"{where}: unknown parts {unknown}; valid: {list(PART_KEYS)}")
     result = {}
     for name, part in PART_KEYS.items():
         fields = parts.get(name) or {}
-        extra = sorted(set(fields) - set(_PART_FIELDS))
+        extra = sorted(set(fields) - set(valid))
         if extra:
-            raise ValueError(
-                f"model.feedback.parts.{name}: unknown keys {extra}; valid: {list(_PART_FIELDS)}"
-            )
-        result[part] = (fields.get("rule", ""), fields.get("scale", ""))
+            raise ValueError(f"{where}.{name}: unknown keys {extra}; valid: {list(valid)}")
+        result[part] = dict(fields)
     return result
+
+
+def _parts(parts) -> dict:
+    """{PART: (rule, scale)} from ``{"fpn": {"rule": ..., "scale": ...}, ...}``; "" inherits."""
+    fields = _part_fields(parts, "model.feedback.parts", _PART_FIELDS)
+    return {part: (f.get("rule", ""), f.get("scale", "")) for part, f in fields.items()}
 
 
 def convert_detector(
@@ -139,6 +156,84 @@ def _has_feedback(node) -> bool:
     return "feedback" in node and (
         target is feedback_model or target == _target_name(feedback_model)
     )
+
+
+#: Every technique off (MODEL.FEEDBACK.<PART>'s defaults).
+TECHNIQUES_OFF = {"batch_manhattan": False, "weight_norm_constraint": False, "clip_gradients": 0.0}
+
+
+def _technique_key(field, part=None):
+    return "optimizer.techniques." + (f"parts.{part.lower()}." if part else "") + field
+
+
+def _technique_parts(parts) -> dict:
+    """{PART: {field: value}} from ``{"backbone": {"batch_manhattan": True}, ...}``; a
+    missing part or field is off."""
+    fields = _part_fields(parts, "optimizer.techniques.parts", TECHNIQUES)
+    return {part: {**TECHNIQUES_OFF, **f} for part, f in fields.items()}
+
+
+def technique_optimizer(*, techniques, model, params, **kwargs):
+    """The optimizer node's ``_target_`` after :func:`apply_techniques`: ``params`` (torch
+    param groups of ``model``) split by detector part and tagged with the part's techniques,
+    as ``cfg.MODEL.FEEDBACK.<PART>`` does (engine/optim.py). Batch Manhattan and clipping
+    need SGD (:class:`BatchManhattanSGD`); the weight-norm constraint works with any
+    ``techniques["target"]``."""
+    settings = dict(techniques)
+    parts = _technique_parts(settings["parts"])
+    rules = list(settings["weight_norm_rules"])
+    check_techniques(parts, rules, _technique_key)
+    target = settings["target"]
+    build = locate(target) if isinstance(target, str) else target
+    if build is None:
+        raise ValueError(f"optimizer.techniques.target = {target!r} names no importable callable")
+    if any(p["batch_manhattan"] or p["clip_gradients"] for p in parts.values()):
+        if build is not torch.optim.SGD:
+            raise ValueError(
+                f"optimizer.techniques.target = {target!r}: Batch Manhattan and per-part "
+                "clipping are SGD updates; valid: torch.optim.SGD"
+            )
+        optimizer = BatchManhattanSGD(part_groups(model, list(params), parts), **kwargs)
+    else:
+        optimizer = build(params, **kwargs)
+    constrain_parts(model, optimizer, parts, rules)
+    return optimizer
+
+
+def apply_techniques(optimizer, *, parts=None, weight_norm_rules=FIXED_FEEDBACK_RULES):
+    """Give the LazyCall optimizer node (detectron2's ``params`` =
+    ``get_default_optimizer_params`` node, whose ``model`` the trainer fills in) the
+    per-part techniques ``parts`` ``{"backbone"|"fpn"|"head"|"predictor": {"batch_manhattan":
+    bool, "weight_norm_constraint": bool, "clip_gradients": float}}`` (missing: off) and the
+    rules the weight-norm constraint applies to; returns the node, edited in place.
+
+    The settings go to ``optimizer.techniques``, the callable the node built before to
+    ``optimizer.techniques.target``; ``optimizer.model`` follows ``optimizer.params.model``.
+    """
+    if not isinstance(optimizer, DictConfig) or "_target_" not in optimizer:
+        raise TypeError(
+            f"apply_techniques needs a LazyCall node (with _target_), got {optimizer!r}"
+        )
+    if "params" not in optimizer or "_target_" not in optimizer.params:
+        raise ValueError(
+            "apply_techniques needs the optimizer's params node (get_default_optimizer_params)"
+        )
+    part_settings = _technique_parts(parts)
+    check_techniques(part_settings, weight_norm_rules, _technique_key)
+    rules = list(weight_norm_rules)
+    target = optimizer._target_
+    if target is technique_optimizer or target == _target_name(technique_optimizer):
+        target = optimizer.techniques.target
+    optimizer.techniques = {
+        "target": _target_name(target),
+        "parts": {name: dict(part_settings[part]) for name, part in PART_KEYS.items()},
+        "weight_norm_rules": rules,
+    }
+    if "model" not in optimizer.params:
+        optimizer.params.model = None  # the trainer's to fill; resolvable when the config is saved
+    optimizer.model = "${.params.model}"
+    optimizer._target_ = technique_optimizer
+    return optimizer
 
 
 def detectron2_config(path, keys=None):

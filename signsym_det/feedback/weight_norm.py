@@ -7,7 +7,8 @@ runs under no_grad in an optimizer step post-hook, so it works with any training
 initial norm ``||W_0||_F`` is read just before the first step that W takes part in (after a
 checkpoint was loaded: a fine-tuned model keeps its pretrained norm) and kept in the
 optimizer's state of W (``optimizer.state[W]["initial_norm"]``), so it is checkpointed with
-the optimizer and a resumed run continues exactly.
+the optimizer and a resumed run continues exactly. It enters that state after the step
+(optimizers such as Adam initialise a parameter's state only while it is empty).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class WeightNormConstraint:
     def __init__(self, optimizer: torch.optim.Optimizer, weights: dict):
         self.optimizer = optimizer
         self.weights = weights  # qualified layer name -> its weight parameter
+        self._pending = {}  # id(weight) -> ||W_0||_F read before the weight's first step
         self._handles = [
             optimizer.register_step_pre_hook(self._record),
             optimizer.register_step_post_hook(self._rescale),
@@ -53,13 +55,15 @@ class WeightNormConstraint:
     @torch.no_grad()
     def _record(self, optimizer, args, kwargs) -> None:
         for weight in self.weights.values():
-            state = optimizer.state[weight]
+            state = optimizer.state.get(weight, {})
             if STATE_KEY not in state and weight.grad is not None:
-                state[STATE_KEY] = torch.linalg.vector_norm(weight.detach().float())
+                self._pending[id(weight)] = torch.linalg.vector_norm(weight.detach().float())
 
     @torch.no_grad()
     def _rescale(self, optimizer, args, kwargs) -> None:
         for weight in self.weights.values():
+            if id(weight) in self._pending:
+                optimizer.state[weight][STATE_KEY] = self._pending.pop(id(weight))
             target = optimizer.state.get(weight, {}).get(STATE_KEY)
             if target is not None:
                 norm = torch.linalg.vector_norm(weight.float())

@@ -11,12 +11,21 @@ Finished runs are skipped and interrupted ones resumed, so rerunning continues a
 per core, pinned with ``taskset -c K`` and OMP_NUM_THREADS=1) on the same --out; each writes
 the report of whatever has finished, and ``--report-only`` writes it again at the end.
 (``tools/study.py`` is the same.)
+
+Two-stage (Xiao et al.'s protocol): ``--pretrain-args "@configs/ImageNet/Shapes-R18.args
+--make-dataset --data DIR"`` pretrains a backbone per (backbone rule, seed) with
+``python -m signsym_det.pretrain_net`` (last layer by backprop unless the args say otherwise),
+converts it, and fine-tunes each variant from it (``MODEL.WEIGHTS``); a variant's
+``PRETRAIN=--flag ...`` adds pretraining flags (study/pretraining.py). ``--reference
+results.json`` (a from-scratch study) adds its AP ratios to the relative-gap table.
 """
 
 import argparse
+import shlex
 import time
 
-from .report import collect, write_report
+from .gaps import load_reference
+from .report import collect, detection_progress, pretraining_table, write_report
 from .runs import plan_runs, run_all, shard
 
 
@@ -31,27 +40,48 @@ def main(argv=None) -> None:
     parser.add_argument("--report-dir", help="where the report goes (default: --out)")
     parser.add_argument("--report-only", action="store_true", help="collect, don't train")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run from the K-th")
+    parser.add_argument(
+        "--pretrain-args",
+        help="pretrain_net options (one string): pretrain each run's backbone with its rule",
+    )
+    parser.add_argument("--reference", help="results.json of a from-scratch study to compare")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
     args = parser.parse_args(argv)
     args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
-    runs = plan_runs(args.out, args.variants, args.seeds, args.opts)
+    pretrain = None if args.pretrain_args is None else shlex.split(args.pretrain_args)
+    runs = plan_runs(args.out, args.variants, args.seeds, args.opts, pretrain)
     start = time.time()
     if not args.report_only:
         run_all(shard(runs, args.shard), args.config_file)
     results = collect(runs)
     finished = [s for seeds in results.values() for s in seeds]
-    missing = [f"{r.variant}/seed{r.seed}" for r in runs if not r.done]
+    missing = [detection_progress(r) for r in runs if not r.done]
+    stages = {
+        (s["pretraining"]["name"], s["seed"]): s["pretraining"]
+        for s in finished
+        if s.get("pretraining")
+    }
+    pretrain_hours = sum(p["minutes"] for p in stages.values()) / 60
+    opts_note = "those of the training invocations" if args.report_only else "none"
     header = (
         f"# Rule comparison: {args.config_file}\n\n"
-        f"Seeds {args.seeds}; extra options {args.opts or 'none'}. {len(finished)} of "
+        + (f"**IN PROGRESS: {len(finished)} of {len(runs)} runs done.**\n\n" if missing else "")
+        + (f"Pretraining: `pretrain_net {args.pretrain_args}`.\n\n" if pretrain else "")
+        + f"Seeds {args.seeds}; extra options {args.opts or opts_note}. {len(finished)} of "
         f"{len(runs)} runs finished, {sum(s['minutes'] for s in finished) / 60:.1f} h of "
-        f"training in all (sum over runs); this invocation took "
-        f"{(time.time() - start) / 60:.1f} min."
+        f"detection training in all (sum over runs)"
+        + (f" plus {pretrain_hours:.1f} h of pretraining ({len(stages)} runs)" if stages else "")
+        + f"; this invocation took {(time.time() - start) / 60:.1f} min."
         + (
             f"\n\nNot finished yet (rerun the command to continue): {', '.join(missing)}."
             if missing
             else ""
         )
     )
-    report = write_report(results, args.report_dir or args.out, header)
+    stages_table = pretraining_table(runs)
+    if stages_table:
+        header += "\n\nPretraining stages so far:\n\n" + stages_table
+    report = write_report(
+        results, args.report_dir or args.out, header, load_reference(args.reference)
+    )
     print(f"wrote {report}")

@@ -6,7 +6,9 @@ goes on. Any other failure stops the study.
 
 Each run is ``python -m signsym_det.train_net --config-file BASE OUTPUT_DIR
 <study>/<variant>/seed<k> SEED k MODEL.FEEDBACK.SEED k <variant opts>``: on a cluster, each can
-be its own job.
+be its own job. In a two-stage study (``pretrain_args`` given) a run first makes sure its
+pretraining stage is done (:mod:`.pretraining`) and loads the backbone through
+``MODEL.WEIGHTS``; a diverged pretraining makes its detection runs "diverged" too.
 
 A run's time (``done.json`` ``"seconds"``) sums all its invocations: while it trains, the
 runner rewrites ``elapsed.json`` every minute, so a killed and resumed run loses at most a
@@ -24,6 +26,13 @@ from typing import Optional
 
 from ..checkpoint.io import atomic_write_text
 from ..feedback import get_rule
+from .pretraining import (
+    Pretraining,
+    backbone_rule,
+    plan_pretraining,
+    pop_pretrain_flags,
+    run_pretraining,
+)
 
 #: The training job, run as ``python -m TRAIN_NET`` (the installed package's, not a script).
 TRAIN_NET = "signsym_det.train_net"
@@ -38,6 +47,7 @@ class Run:
     seed: int
     output_dir: Path
     opts: list = field(default_factory=list)
+    pretraining: Optional[Pretraining] = None
 
     @property
     def done(self) -> bool:
@@ -91,18 +101,31 @@ def divergence(log_file: Path) -> Optional[str]:
     return next((line for line in reversed(lines) if "FloatingPointError:" in line), None)
 
 
+def _split_items(spec: str) -> list:
+    """``spec`` split at the commas outside parentheses: ``A=1,B=(2,3)`` -> [A=1, B=(2,3)]."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(spec):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(spec[start:i])
+            start = i + 1
+    return [*items, spec[start:]]
+
+
 def parse_variant(text):
     """``NAME`` (a rule name) or ``NAME:KEY=VALUE,KEY=VALUE`` -> (name, [KEY, VALUE, ...]).
 
     ``sign_symmetry`` -> MODEL.FEEDBACK.RULE sign_symmetry;
-    ``ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp``.
+    ``ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp``;
+    commas inside parentheses stay in the value (``SOLVER.STEPS=(4800,5550)``); a two-stage
+    study reads ``PRETRAIN=--flag --flag`` as extra pretraining flags.
     """
     name, _, spec = text.partition(":")
     if not spec:
         get_rule(name)  # ValueError naming the valid rules
         return name, ["MODEL.FEEDBACK.RULE", name]
     opts = []
-    for item in spec.split(","):
+    for item in _split_items(spec):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
@@ -110,22 +133,34 @@ def parse_variant(text):
     return name, opts
 
 
-def plan_runs(study_dir, variants, seeds, extra_opts=()):
-    """All (variant, seed) runs of a study, in the order they are run (seed-major)."""
+def plan_runs(study_dir, variants, seeds, extra_opts=(), pretrain_args=None):
+    """All (variant, seed) runs of a study, in the order they are run (seed-major).
+
+    ``pretrain_args`` (pretrain_net options; None: no pretraining stage) makes each run start
+    from a backbone pretrained with its backbone rule and seed (module docstring)."""
     parsed = [parse_variant(v) for v in variants]
     names = [name for name, _ in parsed]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
-    return [
-        Run(
-            name,
-            seed,
-            Path(study_dir) / name / f"seed{seed}",
-            [*opts, "SEED", str(seed), "MODEL.FEEDBACK.SEED", str(seed), *extra_opts],
-        )
-        for seed in seeds
-        for name, opts in parsed
-    ]
+    if pretrain_args is not None and "pretrain" in names:
+        raise ValueError("variant name 'pretrain' is taken by the pretraining runs' directory")
+    runs = []
+    for seed in seeds:
+        for name, opts in parsed:
+            opts, flags = pop_pretrain_flags(opts)
+            if flags and pretrain_args is None:
+                raise ValueError(
+                    f"variant {name!r} has PRETRAIN flags but the study pretrains nothing"
+                )
+            stage = None
+            if pretrain_args is not None:
+                rule = backbone_rule(opts)
+                stage = plan_pretraining(study_dir, rule, flags, seed, pretrain_args)
+                opts = [*opts, "MODEL.WEIGHTS", str(stage.weights)]
+            seeded = ["SEED", str(seed), "MODEL.FEEDBACK.SEED", str(seed)]
+            output_dir = Path(study_dir) / name / f"seed{seed}"
+            runs.append(Run(name, seed, output_dir, [*opts, *seeded, *extra_opts], stage))
+    return runs
 
 
 def shard(runs, spec: str):
@@ -137,25 +172,40 @@ def shard(runs, spec: str):
     return runs[int(index) :: int(count)]
 
 
+def call_logged(cmd, log_file: Path, output_dir: Path):
+    """Run ``cmd`` timed (:func:`_call_timed`), its output appended to ``log_file``; returns
+    (exit code, seconds, the FloatingPointError line if it failed on one)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as out:
+        code, seconds = _call_timed(cmd, out, output_dir)
+    return code, seconds, divergence(log_file) if code != 0 else None
+
+
 def run_all(runs, config_file, python=sys.executable, log=print):
-    """Run the unfinished runs one after another; a failed run stops the study."""
+    """Run the unfinished runs one after another (each after its pretraining stage, if any);
+    a failed run stops the study."""
     for i, run in enumerate(runs, 1):
         if run.done:
             log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: done, skipped")
             continue
-        run.output_dir.mkdir(parents=True, exist_ok=True)
-        resume = (run.output_dir / "last_checkpoint").is_file()
         cmd = [python, "-m", TRAIN_NET, "--config-file", str(config_file)]
-        cmd += ["--resume"] if resume else []
-        cmd += ["OUTPUT_DIR", str(run.output_dir), *run.opts]
-        action = "resuming" if resume else "training"
-        log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: {action}")
-        stdout = run.output_dir / "study_stdout.log"
-        with open(stdout, "a") as out:
-            code, seconds = _call_timed(cmd, out, run.output_dir)
-        diverged = divergence(stdout) if code != 0 else None
-        if code != 0 and diverged is None:
-            raise RuntimeError(f"{run.variant} seed {run.seed} failed (exit {code}); see {stdout}")
+        stage = run.pretraining
+        pretrain_diverged = stage and run_pretraining(stage, python, call_logged, log=log)
+        if pretrain_diverged:
+            seconds, diverged = 0.0, f"pretraining diverged: {pretrain_diverged}"
+        else:
+            resume = (run.output_dir / "last_checkpoint").is_file()
+            cmd += ["--resume"] if resume else []
+            cmd += ["OUTPUT_DIR", str(run.output_dir), *run.opts]
+            action = "resuming" if resume else "training"
+            log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: {action}")
+            stdout = run.output_dir / "study_stdout.log"
+            code, seconds, diverged = call_logged(cmd, stdout, run.output_dir)
+            if code != 0 and diverged is None:
+                raise RuntimeError(
+                    f"{run.variant} seed {run.seed} failed (exit {code}); see {stdout}"
+                )
+        run.output_dir.mkdir(parents=True, exist_ok=True)
         if diverged:
             log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: DIVERGED: {diverged}")
         info = {

@@ -148,6 +148,23 @@ def test_weight_norm_constraint_keeps_initial_norms_of_trainable_fixed_feedback_
     assert frobenius(model.head.cls_score.weight) != pytest.approx(start["head.cls_score.weight"])
 
 
+def test_weight_norm_constraint_with_adamw_rescales_adams_own_step():
+    """Adam initialises a parameter's state only while it is empty: the constraint must not
+    fill it first. Step 1 = AdamW's unconstrained step, then rescaled to the initial norm."""
+    plain, constrained = tiny_detector("fa"), tiny_detector("fa")
+    start = frobenius(constrained.backbone[0].weight)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=0.01) for m in (plain, constrained)]
+    constrain_weight_norms(constrained, optimizers[1])
+    for model, optimizer in zip((plain, constrained), optimizers):
+        backward(model, 0)
+        optimizer.step()
+    expected = plain.backbone[0].weight * (start / frobenius(plain.backbone[0].weight))
+    assert torch.allclose(constrained.backbone[0].weight, expected, atol=1e-6)
+    state = optimizers[1].state[constrained.backbone[0].weight]
+    assert torch.equal(state["exp_avg"], optimizers[0].state[plain.backbone[0].weight]["exp_avg"])
+    assert float(state["initial_norm"]) == pytest.approx(start, rel=1e-6)
+
+
 def test_resume_with_the_constraint_continues_exactly(tmp_path):
     straight = tiny_detector("fa")
     constrained_training(straight, 5)

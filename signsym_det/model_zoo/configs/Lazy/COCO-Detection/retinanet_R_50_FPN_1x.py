@@ -2,7 +2,7 @@
 ``model.feedback.rule=fa`` etc. on the command line), from an ImageNet backbone pretrained
 with the same rule (``pretrained/R-50_<rule>.pth``, as in Xiao et al. 2018)."""
 
-from signsym_det.lazy import apply_feedback, detectron2_config
+from signsym_det.lazy import apply_feedback, apply_techniques, detectron2_config
 
 from ..common.data.coco import dataloader
 from ..common.feedback import feedback
@@ -11,6 +11,8 @@ from ..common.train import train
 
 model = detectron2_config("common/models/retinanet.py", "model")
 optimizer = detectron2_config("common/optim.py", "SGD")
+# Batch Manhattan, weight-norm constraint, per-part clipping: all off (optimizer.techniques.*)
+apply_techniques(optimizer)
 lr_multiplier = detectron2_config("common/coco_schedule.py", "lr_multiplier_1x")
 
 torchvision_input(model, dataloader)

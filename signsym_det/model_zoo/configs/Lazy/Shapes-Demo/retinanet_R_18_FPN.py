@@ -8,7 +8,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-from signsym_det.lazy import apply_feedback, detectron2_config
+from signsym_det.lazy import apply_feedback, apply_techniques, detectron2_config
 
 from ..common.data.shapes import dataloader
 from ..common.feedback import feedback
@@ -17,6 +17,8 @@ from ..common.train import train
 
 model = detectron2_config("common/models/retinanet.py", "model")
 optimizer = detectron2_config("common/optim.py", "SGD")
+# Batch Manhattan, weight-norm constraint, per-part clipping: all off (optimizer.techniques.*)
+apply_techniques(optimizer)
 
 torchvision_input(model, dataloader)
 # R18 (basic blocks, no stride_in_1x1), learnable BatchNorm, nothing frozen

@@ -1,0 +1,46 @@
+#!/bin/sh
+# The two-stage rule study (issue 19), exactly as run: from a checkout's root,
+#   nice -n 19 sh results/pretrained_rule_study/run_study.sh            # train (resumes)
+#   SHARD=1/2 ...run_study.sh   # one of N processes sharing the study (e.g. one per core)
+#   sh results/pretrained_rule_study/run_study.sh report [REPORT_DIR]   # report only
+# Per seed: the 7 variants at the shapes_rule_study schedule (2000 iterations), then bp,
+# sign_symmetry and kolen_pollack at a 3x longer one (6000); every detection run starts
+# from a ResNet-18 pretrained with its own rule and seed on the shapes classification set
+# (configs/ImageNet/Shapes-R18.args: 600 iterations, AdamW, fc by backprop). Rerunning
+# skips finished stages and resumes interrupted ones.
+set -e
+OUT=${OUT:-/work/runs/pretrained_rule_study/study}
+SHARD=${SHARD:-0/1}
+export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-/work/runs/pretrained_rule_study/datasets}
+export OMP_NUM_THREADS=1
+PY=${PYTHON:-python}
+CFG=configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml
+PRETRAIN="@configs/ImageNet/Shapes-R18.args --make-dataset --data $DETECTRON2_DATASETS/shapes_classification"
+# all four parts (backbone, FPN, head, predictor)
+all_parts() { for p in BACKBONE FPN HEAD PREDICTOR; do printf ',MODEL.FEEDBACK.%s.%s=True' $p $1; done; }
+# Batch Manhattan steps are lr*sign(g) (momentum 0.9: up to 10x): lr 1e-4 at detection and
+# SGD lr 2e-4 in pretraining, about AdamW's per-weight step at lr 2e-3 (Shapes-R18.args)
+SS_BM="ss_bm:MODEL.FEEDBACK.RULE=sign_symmetry$(all_parts BATCH_MANHATTAN),SOLVER.BASE_LR=0.0001,PRETRAIN=--optimizer sgd --batch-manhattan --lr 0.0002"
+FA_WN="fa_wn:MODEL.FEEDBACK.RULE=fa$(all_parts WEIGHT_NORM_CONSTRAINT),PRETRAIN=--weight-norm-constraint"
+BASE="bp sign_symmetry fa kolen_pollack frsf"
+LONG="bp_long:MODEL.FEEDBACK.RULE=bp ss_long:MODEL.FEEDBACK.RULE=sign_symmetry kp_long:MODEL.FEEDBACK.RULE=kolen_pollack"
+BASE_OPTS='SOLVER.MAX_ITER 2000 SOLVER.STEPS (1600,1850) TEST.EVAL_PERIOD 500 SOLVER.CHECKPOINT_PERIOD 500'
+LONG_OPTS='SOLVER.MAX_ITER 6000 SOLVER.STEPS (4800,5550) TEST.EVAL_PERIOD 1000 SOLVER.CHECKPOINT_PERIOD 500'
+
+study() {  # study SEEDS VARIANT... -- OPTS...
+  seeds=$1; shift
+  $PY -m signsym_det.study --config-file $CFG --out "$OUT" --seeds $seeds \
+    --pretrain-args "$PRETRAIN" --reference results/shapes_rule_study/results.json "$@"
+}
+
+if [ "$1" = report ]; then
+  # shellcheck disable=SC2086
+  study "0 1 2" --report-only --report-dir "${2:-$OUT}" --variants $BASE "$SS_BM" "$FA_WN" $LONG
+  exit
+fi
+for seed in 0 1 2; do
+  # shellcheck disable=SC2086
+  study $seed --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
+  # shellcheck disable=SC2086
+  study $seed --shard $SHARD --variants $LONG -- $LONG_OPTS
+done
