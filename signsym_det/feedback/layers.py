@@ -15,7 +15,7 @@ per-step noise; advanced by :func:`advance_feedback_step`). ``state_dict()`` hol
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,12 @@ from .function import (
     apply_autocast_aware,
 )
 from .rules import check_scale, get_rule, scale_factor
-from .sources import FeedbackSource, attach_source, check_fixed_feedback
+from .sources import (
+    DEFAULT_FIXED_FEEDBACK,
+    FeedbackSource,
+    attach_source,
+    check_fixed_feedback,
+)
 
 _FEEDBACK_ATTRIBUTES = (
     "rule",
@@ -41,7 +46,7 @@ _FEEDBACK_ATTRIBUTES = (
     "_autocast_casts",
     "_alignment_observer",
 )
-_FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
+_FEEDBACK_TENSORS = ("feedback_weight", "feedback_codes", "feedback_step")
 
 
 class FeedbackLayer:
@@ -56,12 +61,13 @@ class FeedbackLayer:
         scale=None,
         seed: int = 0,
         plain_class=None,
-        fixed_feedback: str = "regenerate",
+        fixed_feedback: str = DEFAULT_FIXED_FEEDBACK,
     ) -> None:
         """Set the rule, drawing its state from ``seed``; strip() restores ``plain_class``.
 
-        ``fixed_feedback``: ``"regenerate"`` (a ``state="buffer"`` rule's tensor is redrawn
-        from the seed when needed) or ``"store"`` (kept in the buffer ``feedback_weight``).
+        ``fixed_feedback`` (how a ``state="buffer"`` rule's tensor is kept): ``"packed"``
+        (4-bit codes of its 16-level rounding, for ``compact_state`` rules), ``"regenerate"``
+        (redrawn from the seed when needed) or ``"store"`` (the buffer ``feedback_weight``).
         """
         record = get_rule(rule)
         check_fixed_feedback(fixed_feedback)
@@ -117,9 +123,14 @@ class FeedbackLayer:
         self.__class__ = plain_class
         return self
 
-    def noise_step(self) -> Optional[int]:
-        """The step whose noise B uses now, or None if the rule has no per-step noise."""
-        return self.current_step() if get_rule(self.rule).noise_per_step else None
+    def noise_step(self) -> Union[int, Tensor, None]:
+        """The step whose noise B uses now, or None if the rule has no per-step noise.
+
+        Under torch.compile it is the tensor ``feedback_step`` itself (no host read).
+        """
+        if not get_rule(self.rule).noise_per_step:
+            return None
+        return self.feedback_step if torch.compiler.is_compiling() else self.current_step()
 
     def current_step(self) -> int:
         """The training iteration of ``feedback_step`` (host copy; reads the device on change)."""
@@ -131,6 +142,9 @@ class FeedbackLayer:
 
     def advance_step(self) -> None:
         """feedback_step += 1 without a device read."""
+        if torch.compiler.is_compiling():  # the host copy sees the new version when next read
+            self.feedback_step.add_(1)
+            return
         new_step = self.current_step() + 1
         with torch.no_grad():
             self.feedback_step.add_(1)
@@ -146,7 +160,7 @@ class FeedbackLayer:
             self.feedback_source.for_function(self),
             self._alignment_observer,
             *args,
-            casts=self._autocast_casts,
+            casts=None if torch.compiler.is_compiling() else self._autocast_casts,
         )
 
     def _needs_feedback(self, x: Tensor) -> bool:
