@@ -11,6 +11,11 @@ tensor ``feedback_weight`` is a buffer, a parameter, or regenerated from the see
 :meth:`FeedbackLayer.feedback_state`) and the int64 buffer ``feedback_step`` (rules with
 per-step noise; advanced by :func:`advance_feedback_step`). ``state_dict()`` holds
 ``feedback_weight`` whichever way it is kept.
+
+``torch.compile`` traces a converted model in one graph, as the plain one: under compile the
+forward hands the Function B as a tensor made from traceable ops (no Python caches, no host
+reads of the step), and the step hook of per-step rules runs eagerly before the graph. The
+gradient-alignment observer is Python code in backward: set it only in eager steps.
 """
 
 from __future__ import annotations
@@ -142,9 +147,6 @@ class FeedbackLayer:
 
     def advance_step(self) -> None:
         """feedback_step += 1 without a device read."""
-        if torch.compiler.is_compiling():  # the host copy sees the new version when next read
-            self.feedback_step.add_(1)
-            return
         new_step = self.current_step() + 1
         with torch.no_grad():
             self.feedback_step.add_(1)
@@ -283,6 +285,7 @@ def advance_feedback_step(module: nn.Module) -> None:
             layer.advance_step()
 
 
+@torch.compiler.disable  # eager even in a compiled model: one host-side step counter
 def _advance_when_training(module: nn.Module, args) -> None:
     if module.training:
         advance_feedback_step(module)
