@@ -37,26 +37,13 @@ import torch
 from .. import modeling  # noqa: F401  (registers FeedbackRetinaNet)
 from . import detectors, memory, report, run
 
+_TIMING = dict(batch=2, warmup=1)
 PRESETS = {
-    "quick": dict(
-        models=("R18", "R50"),
-        size=256,
-        batch=2,
-        repeats=3,
-        warmup=1,
-        inference_repeats=3,
-        layer_repeats=3,
-    ),
-    "full": dict(
-        models=tuple(detectors.SETTINGS),
-        size=512,
-        batch=2,
-        repeats=7,
-        warmup=1,
-        inference_repeats=7,
-        layer_repeats=7,
-    ),
-}
+    "quick": dict(_TIMING, models=("R18", "R50"), size=256, repeats=3, inference_repeats=3,
+                  layer_repeats=3),
+    "full": dict(_TIMING, models=tuple(detectors.SETTINGS), size=512, repeats=7,
+                 inference_repeats=7, layer_repeats=7),
+}  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
