@@ -12,6 +12,7 @@ from detectron2.config import CfgNode as CN
 
 from .feedback import (
     AUTO,
+    DEFAULT_FIXED_FEEDBACK,
     FIXED_FEEDBACK,
     PLAIN,
     SCALES,
@@ -71,10 +72,11 @@ def add_feedback_config(cfg):
     fb.EXCLUDE = []
     # Base seed of the fixed/random feedback tensors (identical on every process).
     fb.SEED = 0
-    # fa/frsf's fixed feedback tensors: "regenerate" (redrawn from the seed once per
-    # iteration, on the weight's device: no W-sized tensor per layer kept) or "store"
-    # (kept in buffers: no draw per iteration, one W-sized tensor more per layer).
-    fb.FIXED_FEEDBACK = "regenerate"
+    # fa/frsf's fixed feedback tensors: "packed" (drawn from the seed once, kept as 4-bit
+    # codes of their 16-level rounding: an eighth of W's float32 bytes, decoded in backward),
+    # "regenerate" (redrawn from the seed once per iteration: nothing kept) or "store" (kept
+    # in float buffers: one W-sized tensor more per layer).
+    fb.FIXED_FEEDBACK = DEFAULT_FIXED_FEEDBACK
     # What FeedbackDetector and build_feedback_backbone wrap.
     fb.META_ARCHITECTURE = "GeneralizedRCNN"
     fb.BACKBONE_NAME = "build_resnet_fpn_backbone"

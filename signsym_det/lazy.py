@@ -94,7 +94,7 @@ def convert_detector(
     include=(),
     exclude=(),
     seed=0,
-    fixed_feedback="regenerate",
+    fixed_feedback="packed",
 ):
     """Swap the convs/linears of the detector ``model`` in place, as ``cfg.MODEL.FEEDBACK``
     would: ``parts`` ``{"backbone"|"fpn"|"head"|"predictor": {"rule": r, "scale": s}}``

@@ -46,8 +46,9 @@ def test_peak_memory_counts_state_and_step_growth():
 
 
 def test_detector_variants_share_weights_and_train(tmp_path):
-    cfg = detectors.load_config(18, "sign_symmetry", "cpu", TINY)
-    stock_cfg = detectors.load_config(18, detectors.STOCK, "cpu", TINY)
+    r18 = detectors.SETTINGS["R18"]
+    cfg = detectors.load_config(r18, "sign_symmetry", "cpu", TINY)
+    stock_cfg = detectors.load_config(r18, detectors.STOCK, "cpu", TINY)
     assert stock_cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
     model, optimizer = detectors.build_variant(cfg)
     stock, _ = detectors.build_variant(stock_cfg)
@@ -61,7 +62,7 @@ def test_detector_variants_share_weights_and_train(tmp_path):
 
 
 def test_layer_section_on_small_shapes(monkeypatch):
-    cfg = detectors.load_config(18, detectors.STOCK, "cpu")
+    cfg = detectors.load_config(detectors.SETTINGS["R18"], detectors.STOCK, "cpu")
     shapes = layers.resnet_conv_shapes(cfg, 32)
     assert sum(shapes.values()) == 20  # stem + 8 blocks x 2 + 3 shortcuts
     assert layers.ConvShape(3, 64, 7, 2, 3, 32, 32) in shapes
@@ -87,7 +88,7 @@ def _load_tool():
 def test_tool_end_to_end_writes_json(tmp_path, capsys):
     tool = _load_tool()
     out = tmp_path / "bench.json"
-    args = ["--depths", "18", "--rules", "brsf", "--size", "32", "--batch", "1"]
+    args = ["--models", "R18", "--rules", "brsf", "--size", "32", "--batch", "1"]
     args += ["--repeats", "1", "--warmup", "0", "--inference-repeats", "1"]
     args += ["--sections", "train", "inference", "--json", str(out), "--opts", *TINY]
     assert tool.main(args) == 0
@@ -101,3 +102,26 @@ def test_tool_end_to_end_writes_json(tmp_path, capsys):
     assert train["peak_memory_bytes"]["brsf"]["peak"] > 0
     assert {r["variant"] for r in results["targets"]} == {"brsf"}
     assert results["text"].startswith("signsym_det benchmark")
+
+
+def test_settings_use_the_library_default_fixed_feedback():
+    demo = detectors.load_config(detectors.SETTINGS["demo"], "fa", "cpu")
+    assert demo.MODEL.FEEDBACK.FIXED_FEEDBACK == "packed"  # not the demo config's own choice
+    assert demo.MODEL.RETINANET.NUM_CLASSES == 6 and demo.MODEL.RESNETS.NORM == "BN"
+    small = detectors.SETTINGS["R18-small"]
+    assert (small.batch, small.size) == (2, 192)
+    stored = detectors.load_config(small, "fa", "cpu", ["MODEL.FEEDBACK.FIXED_FEEDBACK", "store"])
+    assert stored.MODEL.FEEDBACK.FIXED_FEEDBACK == "store"  # --opts still decide
+
+
+@pytest.mark.slow  # compiles and trains two tiny RetinaNets
+def test_compiled_training_section(monkeypatch):
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="aot_eager"))
+    options = run.Options(
+        models=("R18",), rules=("fa",), size=32, batch=1, repeats=1, warmup=1,
+        sections=("train",), compile=True, opts=TINY,
+    )  # fmt: skip
+    result = run.detector_section("R18", options)
+    assert result["label"] == "R18-FPN 1x32 compiled" and result["train"]["finite_losses"]
+    assert "compiled" in run.detector_tables(result, options)

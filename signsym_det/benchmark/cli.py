@@ -5,8 +5,10 @@ of every ratio), ``bp`` (our FeedbackConv2d with B = W: the cost of the mechanis
 each rule. They run interleaved (A B C ... A B C ..., the first rotating) after warm-up,
 and every ratio is a ratio of medians. Sections:
 
-* train: RetinaNet R18-FPN and R50-FPN training iterations (forward, backward, SGD step as in
-  detectron2's SimpleTrainer) on random images with random boxes, and the peak memory of one;
+* train: RetinaNet training iterations (forward, backward, SGD step as in detectron2's
+  SimpleTrainer) on random images with random boxes, and the peak memory of one, in each
+  setting of ``--models``: COCO R18-FPN and R50-FPN at --size, R18-FPN on 2 x 192x192, the
+  shapes demo's R18-FPN on 8 x 128x128 (``--compile``: backbone and head torch.compile'd);
 * inference: the same models in eval mode under no_grad, time per image;
 * layers: FeedbackConv2d vs nn.Conv2d forward + backward for each conv shape of ResNet-50.
 
@@ -15,6 +17,7 @@ Prints the tables and the pass/fail lines of the targets; writes everything to -
     python -m signsym_det.benchmark --quick      # < 3 minutes on 2 CPU cores
     python -m signsym_det.benchmark              # the full run (make bench)
     python -m signsym_det.benchmark --device cuda --amp
+    python -m signsym_det.benchmark --compile --models R18-small --sections train
 
 (``tools/benchmark.py`` is the same.)
 """
@@ -34,10 +37,13 @@ import torch
 from .. import modeling  # noqa: F401  (registers FeedbackRetinaNet)
 from . import detectors, memory, report, run
 
+_TIMING = dict(batch=2, warmup=1)
 PRESETS = {
-    "quick": dict(size=256, batch=2, repeats=3, warmup=1, inference_repeats=3, layer_repeats=3),
-    "full": dict(size=512, batch=2, repeats=7, warmup=1, inference_repeats=7, layer_repeats=7),
-}
+    "quick": dict(_TIMING, models=("R18", "R50"), size=256, repeats=3, inference_repeats=3,
+                  layer_repeats=3),
+    "full": dict(_TIMING, models=tuple(detectors.SETTINGS), size=512, repeats=7,
+                 inference_repeats=7, layer_repeats=7),
+}  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +61,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="torch.set_num_threads (default: torch's, = cores)",
     )
-    parser.add_argument("--depths", type=int, nargs="+", default=[18, 50], choices=[18, 50])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(detectors.SETTINGS),
+        help="detector settings (full: all; quick: R18 R50): R18 / R50 = COCO RetinaNet at "
+        "--size and --batch, R18-small = COCO R18 on 2 x 192x192, demo = the shapes demo's "
+        "R18 on 8 x 128x128",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile (inductor) the backbone and head of every variant for training",
+    )
     parser.add_argument(
         "--rules", nargs="+", default=list(detectors.RULES), choices=list(detectors.RULES)
     )
@@ -97,8 +115,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def options_from(args: argparse.Namespace) -> run.Options:
     preset = PRESETS["quick" if args.quick else "full"]
     given = {k: getattr(args, k) for k in preset if getattr(args, k) is not None}
+    if "models" in given:
+        given["models"] = tuple(given["models"])
     return run.Options(
-        depths=tuple(args.depths),
+        compile=args.compile,
         rules=tuple(args.rules),
         device=args.device,
         amp=args.amp,
@@ -127,7 +147,8 @@ def main(argv=None) -> int:
         f"signsym_det benchmark ({'quick' if args.quick else 'full'}): {machine['cpu']}, "
         f"{machine['logical_cpus']} logical CPUs, torch {machine['torch']}, "
         f"{machine['threads']} threads, device {options.device}"
-        f"{', AMP' if options.amp else ''}; load average at start "
+        f"{', AMP' if options.amp else ''}{', compiled' if options.compile else ''}; "
+        f"load average at start "
         f"{' '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}\n"
         f"Baseline 'stock' = detectron2's RetinaNet (nn.Conv2d, plain autograd); 'bp' = "
         f"FeedbackConv2d with B = W.\n"
@@ -137,8 +158,8 @@ def main(argv=None) -> int:
     results = {"options": options.as_dict(), "machine": machine, "detectors": []}
     tables = []
     if {"train", "inference"} & set(options.sections):
-        for depth in options.depths:
-            result = run.detector_section(depth, options)
+        for setting in options.models:
+            result = run.detector_section(setting, options)
             results["detectors"].append(result)
             tables.append(run.detector_tables(result, options))
             print("\n" + tables[-1], flush=True)
@@ -153,6 +174,10 @@ def main(argv=None) -> int:
     lines = report.target_lines(records)
     if options.device != "cpu" or options.amp:
         lines = "(targets are set for CPU float32; informative here)\n" + lines
+    if options.compile:
+        lines = (
+            "(compiled: the targets hold for the compiled step against compiled stock)\n" + lines
+        )
     footer = (
         f"Targets (ratio to stock):\n{lines}\n"
         f"Took {results['seconds']:.0f} s; load average at end "

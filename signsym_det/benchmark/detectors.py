@@ -8,7 +8,7 @@ what the rule changes in the backward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from detectron2.config import get_cfg
@@ -18,7 +18,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..config import add_feedback_config, validate_feedback_config
-from ..feedback import available_rules
+from ..feedback import DEFAULT_FIXED_FEEDBACK, available_rules
 from ..model_zoo import get_config_file
 
 #: The stock detectron2 model: plain nn.Conv2d and plain autograd, the baseline of all ratios.
@@ -26,21 +26,44 @@ STOCK = "stock"
 RULES = tuple(available_rules())
 
 
-def config_path(depth: int, rule: str) -> str:
-    """The packaged config of RetinaNet R{depth}-FPN trained with ``rule`` (bp's for stock)."""
-    name = f"retinanet_R_{depth}_FPN_1x_{'bp' if rule == STOCK else rule}.yaml"
-    return get_config_file(f"COCO-Detection/{name}")
+@dataclass(frozen=True)
+class Setting:
+    """A detector setting: the packaged configs ``template.format(rule=...)`` (bp's for stock),
+    ``batch`` images of ``size`` x ``size`` per iteration (None: the run's --batch / --size)."""
+
+    name: str
+    depth: int
+    template: str
+    batch: Optional[int] = None
+    size: Optional[int] = None
+
+    def config_path(self, rule: str) -> str:
+        return get_config_file(self.template.format(rule="bp" if rule == STOCK else rule))
 
 
-def load_config(depth: int, variant: str, device: str, opts=()):
-    """The variant's config: the shipped YAML, no weights file, ``device``, then ``opts``.
+_COCO = "COCO-Detection/retinanet_R_{depth}_FPN_1x_{{rule}}.yaml"
+#: The settings of the benchmark: COCO R18 / R50 at the run's size, COCO R18 on 2 x 192^2
+#: (small images, where a per-iteration cost shows most) and the shapes demo's R18 (8 x 128^2,
+#: FPN 128, learnable BN, nothing frozen).
+SETTINGS = {
+    "R18": Setting("R18", 18, _COCO.format(depth=18)),
+    "R50": Setting("R50", 50, _COCO.format(depth=50)),
+    "R18-small": Setting("R18-small", 18, _COCO.format(depth=18), batch=2, size=192),
+    "demo": Setting("demo", 18, "Shapes-Demo/retinanet_R_18_FPN_{rule}.yaml", batch=8, size=128),
+}
+
+
+def load_config(setting: Setting, variant: str, device: str, opts=()):
+    """The variant's config: the shipped YAML, no weights file, ``device``, the library's
+    default ``FIXED_FEEDBACK`` (what a user gets), then ``opts``.
 
     The stock variant is the same config with detectron2's own ``RetinaNet`` meta-arch.
     """
     cfg = get_cfg()
     add_feedback_config(cfg)
-    cfg.merge_from_file(config_path(depth, variant))
-    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts])
+    cfg.merge_from_file(setting.config_path(variant))
+    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+    cfg.merge_from_list(["MODEL.FEEDBACK.FIXED_FEEDBACK", DEFAULT_FIXED_FEEDBACK, *opts])
     if variant == STOCK:
         cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
     return validate_feedback_config(cfg)
@@ -52,6 +75,15 @@ def build_variant(cfg, seed: int = 0):
     model = build_model(cfg)
     model.train()
     return model, build_optimizer(cfg, model)
+
+
+def compile_convolutions(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its backbone and head ``torch.compile``d (inductor): every conv of
+    RetinaNet, in the same two graphs for stock and each rule; the anchors, matching and
+    losses around them stay eager (detectron2's Python, the same for every variant)."""
+    model.backbone = torch.compile(model.backbone)
+    model.head = torch.compile(model.head)
+    return model
 
 
 def build_scheduler(cfg, optimizer):

@@ -23,7 +23,7 @@ MB = 1e6
 class Options:
     """What to measure and how (see ``python -m signsym_det.benchmark --help``)."""
 
-    depths: tuple = (18, 50)
+    models: tuple = ("R18", "R50")
     rules: tuple = detectors.RULES
     device: str = "cpu"
     amp: bool = False
@@ -37,6 +37,7 @@ class Options:
     layer_batch: int = 2
     sections: tuple = ("train", "inference", "layers")
     clock: str = "wall"
+    compile: bool = False
     opts: list = field(default_factory=list)
     seed: int = 0
 
@@ -89,17 +90,22 @@ def _memory_notes(peaks: dict) -> dict:
     return notes
 
 
-def detector_section(depth: int, options: Options) -> dict:
-    """Training (time, peak memory) and inference time of every variant of R{depth}-FPN."""
+def detector_section(setting_name: str, options: Options) -> dict:
+    """Training (time, peak memory) and inference time of every variant in one setting
+    (:data:`detectors.SETTINGS`); with ``options.compile`` the training is compiled."""
+    setting = detectors.SETTINGS[setting_name]
+    size, batch_size = setting.size or options.size, setting.batch or options.batch
+    depth = setting.depth
+    label = f"{'demo ' if setting_name == 'demo' else ''}R{depth}-FPN {batch_size}x{size}"
     sync = timing.synchronizer(options.device)
     autocast = options.autocast_dtype()
     models, steps, cfgs = {}, {}, {}
     for name in options.variants:
-        cfg = detectors.load_config(depth, name, options.device, options.opts)
+        cfg = detectors.load_config(setting, name, options.device, options.opts)
         model, optimizer = detectors.build_variant(cfg, options.seed)
         batch = detectors.synthetic_batch(
-            options.batch,
-            options.size,
+            batch_size,
+            size,
             cfg.MODEL.RETINANET.NUM_CLASSES,
             options.boxes,
             options.seed,
@@ -114,14 +120,18 @@ def detector_section(depth: int, options: Options) -> dict:
     stock = models[detectors.STOCK]
     for name, model in models.items():
         if not detectors.same_weights(stock, model):
-            raise RuntimeError(f"R{depth} variant {name} does not start from stock's weights")
+            raise RuntimeError(f"{label} variant {name} does not start from stock's weights")
     cfg = cfgs[detectors.STOCK]
     result = {
         "model": f"RetinaNet R{depth}-FPN",
-        "config": detectors.config_path(depth, detectors.STOCK),
+        "label": label + (" compiled" if options.compile else ""),
+        "config": setting.config_path(detectors.STOCK),
         "setting": {
-            "batch": options.batch,
-            "size": options.size,
+            "name": setting_name,
+            "batch": batch_size,
+            "size": size,
+            "fixed_feedback": cfg.MODEL.FEEDBACK.FIXED_FEEDBACK,
+            "compiled": options.compile,
             "norm": cfg.MODEL.RESNETS.NORM,
             "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
             "num_classes": cfg.MODEL.RETINANET.NUM_CLASSES,
@@ -133,7 +143,7 @@ def detector_section(depth: int, options: Options) -> dict:
     }
     # Inference first: every variant still has exactly stock's weights, so the same work.
     if "inference" in options.sections:
-        _log(f"R{depth}: inference, {len(models)} variants interleaved")
+        _log(f"{label}: inference, {len(models)} variants interleaved")
         calls = {
             name: detectors.inference_step(model, steps[name].batch, autocast)
             for name, model in models.items()
@@ -141,17 +151,20 @@ def detector_section(depth: int, options: Options) -> dict:
         times = timing.interleaved(
             calls, options.inference_repeats, options.warmup, sync, clock=options.clock
         )
-        per_image = {k: [t / options.batch for t in v] for k, v in times.items()}
+        per_image = {k: [t / batch_size for t in v] for k, v in times.items()}
         result["inference"] = summarize(per_image)
     if "train" in options.sections:
-        _log(f"R{depth}: peak memory of one training step per variant")
+        if options.compile:  # after inference, which stays eager (the same ops in every variant)
+            for model in models.values():
+                detectors.compile_convolutions(model)
+        _log(f"{label}: peak memory of one training step per variant")
         peaks = {}
         for name, step in steps.items():
             images = [item["image"] for item in step.batch]
             peaks[name] = memory.peak_memory(
                 step, step.model, step.optimizer, images, options.device
             )
-        _log(f"R{depth}: training iterations, {len(steps)} variants interleaved")
+        _log(f"{label}: training iterations, {len(steps)} variants interleaved")
         times = timing.interleaved(
             steps, options.repeats, options.warmup, sync, clock=options.clock
         )
@@ -171,7 +184,9 @@ def detector_section(depth: int, options: Options) -> dict:
 def layer_section(options: Options) -> dict:
     """FeedbackConv2d (every rule) vs nn.Conv2d, forward + backward, on ResNet-50's convs."""
     sync = timing.synchronizer(options.device)
-    cfg = detectors.load_config(50, detectors.STOCK, options.device, options.opts)
+    cfg = detectors.load_config(
+        detectors.SETTINGS["R50"], detectors.STOCK, options.device, options.opts
+    )
     shapes = layers.resnet_conv_shapes(cfg, options.size)
     _log(f"layers: {len(shapes)} distinct ResNet-50 conv shapes, {len(options.variants)} variants")
     per_shape = []
@@ -210,7 +225,8 @@ def detector_tables(result: dict, options: Options) -> str:
     setting = result["setting"]
     where = (
         f"{setting['batch']} x {setting['size']}x{setting['size']}, {setting['norm']}, "
-        f"FREEZE_AT {setting['freeze_at']}, {options.device}"
+        f"FREEZE_AT {setting['freeze_at']}, fixed_feedback {setting['fixed_feedback']}, "
+        f"{options.device}"
         f"{', AMP ' + str(options.autocast_dtype()) if options.amp else ''}"
     )
     parts = []
@@ -244,8 +260,9 @@ def detector_tables(result: dict, options: Options) -> str:
                     "step MB",
                 ],
                 rows,
-                f"Training iteration, {result['model']} ({where}); median of "
-                f"{options.repeats}, {options.clock} clock",
+                f"Training iteration{', compiled (inductor)' if options.compile else ''}, "
+                f"{result['model']} ({where}); median of {options.repeats}, "
+                f"{options.clock} clock",
             )
         )
     inference = result.get("inference")
@@ -297,7 +314,7 @@ def targets(results: dict) -> list[dict]:
     """Pass/fail records of :data:`report.TARGETS` for every detector section."""
     records = []
     for result in results.get("detectors", []):
-        label = result["model"].replace("RetinaNet ", "")
+        label = result["label"]
         if "train" in result:
             train = result["train"]
             records += report.check_targets("train", "time", f"{label} train", train["ratio"])

@@ -38,9 +38,11 @@ from .rules import (
     register_rule,
 )
 from .sources import (
+    DEFAULT_FIXED_FEEDBACK,
     FIXED_FEEDBACK,
     FeedbackSource,
     FromWeight,
+    PackedFixed,
     RegeneratedFixed,
     StoredFixed,
     Trained,
@@ -49,6 +51,7 @@ from .sources import (
 __all__ = [
     "AUTO",
     "BACKPROP",
+    "DEFAULT_FIXED_FEEDBACK",
     "FIXED_FEEDBACK",
     "PLAIN",
     "SCALES",
@@ -62,6 +65,7 @@ __all__ = [
     "FromWeight",
     "LayerFeedback",
     "LocallyConnected2d",
+    "PackedFixed",
     "RegeneratedFixed",
     "StoredFixed",
     "Trained",

@@ -24,8 +24,9 @@ Selection, per qualified module name (fnmatch globs such as ``"*cls_score"``, ``
 model under the names it has there (e.g. ``prefix="backbone."``).
 
 Each layer draws its random state from ``derive_seed(seed, name)``, identical in every
-process. ``fixed_feedback`` (``"regenerate"`` or ``"store"``, see :mod:`.sources`) says whether
-fa/frsf's fixed tensor is redrawn from that seed when needed or kept in a buffer.
+process. ``fixed_feedback`` (``"packed"``, ``"regenerate"`` or ``"store"``, see :mod:`.sources`)
+says how fa/frsf's fixed tensor is kept: as 4-bit codes of its 16-level rounding (the default),
+redrawn from that seed when needed, or in a float buffer.
 
 Layers without a feedback version (ConvTranspose*, Conv1d/3d, deformable convs, parametrized
 or uninitialised lazy layers, Conv2d/Linear subclasses with their own forward other than
@@ -58,7 +59,7 @@ from .layers import (
 )
 from .locally_connected import FeedbackLocallyConnected2d, LocallyConnected2d
 from .rules import AUTO, Scale, check_scale, derive_seed, parse_rule
-from .sources import check_fixed_feedback
+from .sources import DEFAULT_FIXED_FEEDBACK, check_fixed_feedback
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def convert(
     seed: int = 0,
     inplace: bool = True,
     prefix: str = "",
-    fixed_feedback: str = "regenerate",
+    fixed_feedback: str = DEFAULT_FIXED_FEEDBACK,
 ) -> nn.Module:
     """Give each selected Conv2d / Linear the rule's backward (see the module docstring)."""
     check_fixed_feedback(fixed_feedback)

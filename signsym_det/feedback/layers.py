@@ -11,11 +11,16 @@ tensor ``feedback_weight`` is a buffer, a parameter, or regenerated from the see
 :meth:`FeedbackLayer.feedback_state`) and the int64 buffer ``feedback_step`` (rules with
 per-step noise; advanced by :func:`advance_feedback_step`). ``state_dict()`` holds
 ``feedback_weight`` whichever way it is kept.
+
+``torch.compile`` traces a converted model in one graph, as the plain one: under compile the
+forward hands the Function B as a tensor made from traceable ops (no Python caches, no host
+reads of the step), and the step hook of per-step rules runs eagerly before the graph. The
+gradient-alignment observer is Python code in backward: set it only in eager steps.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +34,12 @@ from .function import (
     apply_autocast_aware,
 )
 from .rules import check_scale, get_rule, scale_factor
-from .sources import FeedbackSource, attach_source, check_fixed_feedback
+from .sources import (
+    DEFAULT_FIXED_FEEDBACK,
+    FeedbackSource,
+    attach_source,
+    check_fixed_feedback,
+)
 
 _FEEDBACK_ATTRIBUTES = (
     "rule",
@@ -41,7 +51,7 @@ _FEEDBACK_ATTRIBUTES = (
     "_autocast_casts",
     "_alignment_observer",
 )
-_FEEDBACK_TENSORS = ("feedback_weight", "feedback_step")
+_FEEDBACK_TENSORS = ("feedback_weight", "feedback_codes", "feedback_step")
 
 
 class FeedbackLayer:
@@ -56,12 +66,13 @@ class FeedbackLayer:
         scale=None,
         seed: int = 0,
         plain_class=None,
-        fixed_feedback: str = "regenerate",
+        fixed_feedback: str = DEFAULT_FIXED_FEEDBACK,
     ) -> None:
         """Set the rule, drawing its state from ``seed``; strip() restores ``plain_class``.
 
-        ``fixed_feedback``: ``"regenerate"`` (a ``state="buffer"`` rule's tensor is redrawn
-        from the seed when needed) or ``"store"`` (kept in the buffer ``feedback_weight``).
+        ``fixed_feedback`` (how a ``state="buffer"`` rule's tensor is kept): ``"packed"``
+        (4-bit codes of its 16-level rounding, for ``compact_state`` rules), ``"regenerate"``
+        (redrawn from the seed when needed) or ``"store"`` (the buffer ``feedback_weight``).
         """
         record = get_rule(rule)
         check_fixed_feedback(fixed_feedback)
@@ -117,9 +128,14 @@ class FeedbackLayer:
         self.__class__ = plain_class
         return self
 
-    def noise_step(self) -> Optional[int]:
-        """The step whose noise B uses now, or None if the rule has no per-step noise."""
-        return self.current_step() if get_rule(self.rule).noise_per_step else None
+    def noise_step(self) -> Union[int, Tensor, None]:
+        """The step whose noise B uses now, or None if the rule has no per-step noise.
+
+        Under torch.compile it is the tensor ``feedback_step`` itself (no host read).
+        """
+        if not get_rule(self.rule).noise_per_step:
+            return None
+        return self.feedback_step if torch.compiler.is_compiling() else self.current_step()
 
     def current_step(self) -> int:
         """The training iteration of ``feedback_step`` (host copy; reads the device on change)."""
@@ -146,7 +162,7 @@ class FeedbackLayer:
             self.feedback_source.for_function(self),
             self._alignment_observer,
             *args,
-            casts=self._autocast_casts,
+            casts=None if torch.compiler.is_compiling() else self._autocast_casts,
         )
 
     def _needs_feedback(self, x: Tensor) -> bool:
@@ -269,6 +285,7 @@ def advance_feedback_step(module: nn.Module) -> None:
             layer.advance_step()
 
 
+@torch.compiler.disable  # eager even in a compiled model: one host-side step counter
 def _advance_when_training(module: nn.Module, args) -> None:
     if module.training:
         advance_feedback_step(module)

@@ -54,6 +54,9 @@ class FeedbackRule:
             seeded generator, on the generator's device; required iff ``state`` is set. It
             must be a pure function of its arguments: a ``"buffer"`` state is redrawn from the
             same seed whenever it is needed unless the layer stores it (``fixed_feedback``).
+        compact_state: the ``"buffer"`` state is a Gaussian-shaped draw that may be kept
+            rounded to 16 levels, 4 bits a value (``fixed_feedback="packed"``, the default;
+            see :mod:`.packed`); otherwise "packed" keeps regenerating it from the seed.
         noise_per_step: draw ``noise`` anew once per training iteration (see
             ``advance_feedback_step``); identical in every process for the same seed.
         scale_at: ``"draw"``: s is evaluated from W when ``state`` is drawn and passed to
@@ -67,6 +70,7 @@ class FeedbackRule:
     feedback: Callable[..., Tensor]
     state: Optional[str] = None
     init_state: Optional[Callable[[Tensor, Optional[float], torch.Generator], Tensor]] = None
+    compact_state: bool = False
     noise_per_step: bool = False
     scale_at: Optional[str] = None
     default_scale: Scale = "xiao"
@@ -80,6 +84,8 @@ class FeedbackRule:
             raise ValueError(f"FeedbackRule.state {self.state!r} is not one of None, {STATE_KINDS}")
         if (self.state is None) != (self.init_state is None):
             raise ValueError("FeedbackRule needs init_state exactly when it has a state")
+        if self.compact_state and self.state != "buffer":
+            raise ValueError("FeedbackRule.compact_state needs state='buffer'")
         if self.scale_at not in (None, *SCALE_TIMES):
             raise ValueError(
                 f"FeedbackRule.scale_at {self.scale_at!r} is not one of None, {SCALE_TIMES}"
@@ -225,6 +231,7 @@ def _register_builtin_rules() -> None:
             _state,
             state="buffer",
             init_state=_gaussian,
+            compact_state=True,
             scale_at="draw",
             description="feedback alignment: B = N(0,1)*s drawn once, fixed",
         ),
@@ -245,6 +252,7 @@ def _register_builtin_rules() -> None:
             _state_with_sign,
             state="buffer",
             init_state=_abs_gaussian,
+            compact_state=True,
             scale_at="draw",
             description="fixed random magnitude: B = |M| * sign(W), M = N(0,1)*s drawn once",
         ),

@@ -32,7 +32,7 @@ def convert_arguments(
     include=(),
     exclude=(),
     seed=0,
-    fixed_feedback="regenerate",
+    fixed_feedback="packed",
     names=None,
 ):
     """convert()'s keyword arguments for a detector, from MODEL.FEEDBACK-like settings.

@@ -23,15 +23,33 @@ def brsf_noise(layer, step: int) -> torch.Tensor:
     return torch.randn(layer.weight.shape, generator=generator)
 
 
+def rounded_to_16_levels(drawn: torch.Tensor) -> torch.Tensor:
+    """The documented 4-bit rounding of fixed_feedback="packed": levels (k + o) * step, k =
+    0..15, o = -7.5 (signed) or 0.5 (>= 0), k = clamp(floor(M / q - o + 1/2), 0, 15) with q =
+    0.3352 rms (signed) or 0.1881 rms, step = rms(M) / rms(k + o)."""
+    rms = float(drawn.square().mean().sqrt())
+    offset, relative = (-7.5, 0.3352) if drawn.min() < 0 else (0.5, 0.1881)
+    codes = torch.clamp(torch.floor(drawn / (relative * rms) - offset + 0.5), 0, 15)
+    levels = codes + offset
+    step = float(torch.tensor(rms / float(levels.square().mean().sqrt()), dtype=torch.float32))
+    return levels * step
+
+
 def fixed_state(layer) -> torch.Tensor:
     """fa/frsf/kolen_pollack's tensor: the one the layer stores, else the documented draw
-    N(0, 1) * s from a CPU generator seeded by the layer's seed (fixed_feedback="regenerate")."""
+    N(0, 1) * s from a CPU generator seeded by the layer's seed (fixed_feedback="regenerate"),
+    rounded to 16 levels where the layer keeps it packed (the default)."""
     stored = layer._parameters.get("feedback_weight", layer._buffers.get("feedback_weight"))
     if stored is not None:
         return stored.detach().clone()
     assert layer.scale == "xiao", "the reference draw knows the xiao scale only"
     generator = torch.Generator().manual_seed(layer.feedback_seed)
-    return torch.randn(layer.weight.shape, generator=generator) * xiao_scale(layer.weight)
+    drawn = torch.randn(layer.weight.shape, generator=generator) * xiao_scale(layer.weight)
+    if layer.rule == "frsf":
+        drawn = drawn.abs()
+    if "feedback_codes" in layer._buffers:
+        return rounded_to_16_levels(drawn)
+    return drawn
 
 
 def reference_feedback(layer) -> torch.Tensor:
@@ -45,7 +63,7 @@ def reference_feedback(layer) -> torch.Tensor:
     if layer.rule in ("fa", "kolen_pollack"):
         return fixed_state(layer)
     if layer.rule == "frsf":
-        return fixed_state(layer).abs() * sign
+        return fixed_state(layer) * sign
     if layer.rule == "brsf":
         noise = brsf_noise(layer, int(layer.feedback_step))
         return noise.abs() * xiao_scale(weight) * sign

@@ -1,4 +1,4 @@
-"""fa/frsf's fixed feedback: regenerated from the seed (default) or stored, read the same."""
+"""fa/frsf's fixed feedback: packed in 4 bits (default), regenerated from the seed or stored."""
 
 import copy
 import io
@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from feedback_reference import fixed_state
+from feedback_reference import fixed_state, rounded_to_16_levels, xiao_scale
 from torch import nn
 
 from signsym_det.feedback import FeedbackLayer, convert, sources
@@ -14,10 +14,80 @@ from signsym_det.feedback import FeedbackLayer, convert, sources
 FIXED_RULES = ("fa", "frsf")
 
 
-def _net(rule, fixed_feedback, seed=3):
+def _net(rule, fixed_feedback=None, seed=3):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
-    return convert(net, rule, seed=seed, fixed_feedback=fixed_feedback, scale="xiao")
+    options = {} if fixed_feedback is None else {"fixed_feedback": fixed_feedback}
+    return convert(net, rule, seed=seed, scale="xiao", **options)
+
+
+def _draw(layer, rule):
+    """The documented draw N(0, 1) * s (|.| for frsf), CPU generator seeded by the layer."""
+    generator = torch.Generator().manual_seed(layer.feedback_seed)
+    drawn = torch.randn(layer.weight.shape, generator=generator) * xiao_scale(layer.weight)
+    return drawn if rule == "fa" else drawn.abs()
+
+
+def _saved_and_loaded(net, target):
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    buffer.seek(0)
+    result = target.load_state_dict(torch.load(buffer, weights_only=True))
+    assert not result.missing_keys and not result.unexpected_keys
+    return target
+
+
+@pytest.mark.parametrize("rule", FIXED_RULES)
+def test_packed_by_default_is_the_draw_rounded_to_16_levels_in_4_bits(rule):
+    net = _net(rule)
+    layer = net[2]
+    codes = layer._buffers["feedback_codes"]
+    assert "feedback_weight" not in layer._buffers and codes.dtype == torch.uint8
+    assert codes.numel() == (layer.weight.numel() + 1) // 2  # 4 bits a weight
+    drawn = _draw(layer, rule)
+    state = layer.feedback_state()
+    assert torch.equal(state, rounded_to_16_levels(drawn))
+    assert state.unique().numel() <= 16
+    assert torch.nn.functional.cosine_similarity(state.flatten(), drawn.flatten(), 0) > 0.99
+    torch.testing.assert_close(state.square().mean(), drawn.square().mean())  # same rms
+    assert torch.equal(net.state_dict()["2.feedback_weight"], state)  # saved as float
+    assert "2.feedback_codes" not in net.state_dict()
+    # dL/dx of the last layer: conv_transpose2d(g, B) with that B (frsf: times sign(W))
+    h, g = torch.randn(2, 8, 6, 6, requires_grad=True), torch.randn(2, 4, 6, 6)
+    layer(h).backward(g)
+    feedback = state if rule == "fa" else state * torch.sign(layer.weight.detach())
+    torch.testing.assert_close(h.grad, F.conv_transpose2d(g, feedback, padding=1))
+
+
+@pytest.mark.parametrize("rule", FIXED_RULES)
+def test_packed_checkpoints_reload_bit_for_bit_and_older_float_states_load(rule):
+    packed = _net(rule)
+    reloaded = _saved_and_loaded(packed, _net(rule))
+    assert "feedback_codes" in reloaded[2]._buffers  # still packed
+    assert torch.equal(reloaded[2].feedback_state(), packed[2].feedback_state())
+    for fixed_feedback in ("regenerate", "store"):  # today's checkpoints: the exact draw
+        older = _net(rule, fixed_feedback)
+        loaded = _saved_and_loaded(older, _net(rule))
+        layer = loaded[2]
+        assert "feedback_codes" not in layer._buffers and "feedback_weight" in layer._buffers
+        assert torch.equal(layer.feedback_state(), _draw(layer, rule))
+        x, g = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 6, 6)
+        torch.testing.assert_close(_input_grad(loaded, x, g), _input_grad(older, x, g))
+    back = _saved_and_loaded(packed, _net(rule, "regenerate"))  # and the other way round
+    assert torch.equal(back[2].feedback_state(), packed[2].feedback_state())
+
+
+def test_packed_codes_follow_the_layer_and_go_with_strip():
+    net = _net("fa").to(torch.float64)
+    layer = net[2]
+    assert layer._buffers["feedback_codes"].dtype == torch.uint8
+    assert layer.feedback_state().dtype == torch.float64
+    twin = copy.deepcopy(net)
+    assert torch.equal(twin[2].feedback_state(), layer.feedback_state())
+    from signsym_det.feedback import strip
+
+    strip(net)
+    assert not hasattr(net[2], "feedback_codes") and type(net[2]) is nn.Conv2d
 
 
 def _input_grad(net, x, g):
@@ -129,5 +199,5 @@ def test_copies_and_strip_of_regenerating_layers():
 
 
 def test_bad_fixed_feedback_names_the_choices():
-    with pytest.raises(ValueError, match=r"'keep'.*regenerate, store"):
+    with pytest.raises(ValueError, match=r"'keep'.*packed, regenerate, store"):
         _net("fa", "keep")

@@ -8,6 +8,7 @@ from torch import nn
 
 from signsym_det.feedback import (
     FromWeight,
+    PackedFixed,
     RegeneratedFixed,
     StoredFixed,
     Trained,
@@ -29,6 +30,8 @@ def _conv(rule, fixed_feedback="regenerate", seed=7):
         ("bp", "regenerate", FromWeight),
         ("sign_symmetry", "store", FromWeight),
         ("brsf", "regenerate", FromWeight),
+        ("fa", "packed", PackedFixed),
+        ("frsf", "packed", PackedFixed),
         ("fa", "regenerate", RegeneratedFixed),
         ("frsf", "regenerate", RegeneratedFixed),
         ("fa", "store", StoredFixed),
@@ -42,6 +45,7 @@ def test_each_rule_gets_its_kind_of_source(rule, fixed_feedback, kind):
     assert type(layer.feedback_source) is kind
     registered = {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
     assert ("feedback_weight" in registered) == (kind in (StoredFixed, Trained))
+    assert ("feedback_codes" in registered) == (kind is PackedFixed)
     assert ("feedback_weight" in layer.state_dict()) == (rule in ("fa", "frsf", "kolen_pollack"))
 
 
@@ -101,3 +105,24 @@ def test_tensor_version_follows_identity_and_in_place_changes():
     assert not key.matches(None)
     del tensor
     assert key.tensor() is None  # held weakly
+
+
+def test_a_user_state_that_is_not_compact_is_regenerated_exactly(monkeypatch):
+    from signsym_det.feedback import FeedbackRule, register_rule
+    from signsym_det.feedback import rules as rules_module
+
+    monkeypatch.setattr(rules_module, "_RULES", dict(rules_module._RULES))
+    monkeypatch.setattr(rules_module, "_ALIASES", dict(rules_module._ALIASES))
+
+    def signs(weight, scale, generator):  # a +-1 state: 16-level rounding would change it
+        draw = torch.randint(0, 2, weight.shape, generator=generator, device=generator.device)
+        return draw.float() * 2 - 1
+
+    rule = FeedbackRule(lambda w, state, s, n: state, state="buffer", init_state=signs)
+    register_rule("random_signs", rule)
+    layer = _conv("random_signs", "packed")
+    assert type(layer.feedback_source) is RegeneratedFixed
+    generator = torch.Generator().manual_seed(layer.feedback_seed)
+    assert torch.equal(layer.feedback_matrix(), signs(layer.weight, None, generator))
+    with pytest.raises(ValueError, match="compact_state needs state='buffer'"):
+        FeedbackRule(lambda w, state, s, n: w, compact_state=True)
