@@ -19,7 +19,8 @@ Hebbian rows converge to; under relu^n + BatchNorm the frozen arms do not see th
 Supervised training: Adam, cross-entropy, minibatches in an order drawn from the seed; top
 layer initialised from the seed. Val error (%) on val/. Resumable: every finished (arm, seed)
 is OUT/<arm>_seed<s>.json and is skipped when present; an interrupted Hebbian phase resumes
-from OUT/hebbian_seed<s>/checkpoint.pth. OUT/results.json: all runs, mean ± std per arm.
+from OUT/hebbian_seed<s>/checkpoint.pth. OUT/results.json: all runs, mean ± std per arm;
+OUT/errors.png: train and val error per arm and seed. Decoded images: OUT/images/.
 """
 
 from __future__ import annotations
@@ -137,6 +138,24 @@ def summarise(runs: list) -> dict:
     return summary
 
 
+def plot_errors(runs: list, path: Path) -> None:
+    """Train and val error (%) per arm: one dot per seed, a bar at the mean."""
+    from ..utils.plots import plt
+
+    arms = [arm for arm in ARMS if any(r["arm"] == arm for r in runs)]
+    figure, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
+    for axis, key in zip(axes, ("train_error", "val_error")):
+        for x, arm in enumerate(arms):
+            errors = [r[key] for r in runs if r["arm"] == arm]
+            axis.bar(x, statistics.fmean(errors), color="C%d" % x, alpha=0.4)
+            axis.plot([x] * len(errors), errors, "k.", markersize=8)
+        axis.set_xticks(range(len(arms)), arms)
+        axis.set_title(key.replace("_", " ") + " (%), dots: seeds", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -196,6 +215,7 @@ def main(argv=None) -> dict:
         "val_error": summarise(runs),
     }
     atomic_write_text(json.dumps(results, indent=1) + "\n", out / "results.json")
+    plot_errors(runs, out / "errors.png")
     for arm, s in results["val_error"].items():
         spread = "" if s["std"] is None else f" ± {s['std']:.2f}"
         print(f"[hebbian_study] {arm}: val error {s['mean']:.2f}{spread} % (n={s['n']})")
