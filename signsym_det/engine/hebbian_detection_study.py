@@ -18,7 +18,7 @@ FrozenBatchNorm2d with the init statistics mean 0, var 1, i.e. the identity up t
 The rest is trained by ``bp`` or by ``sign_symmetry`` (MODEL.FEEDBACK.RULE). Each run is
 ``python -m signsym_det.train_net`` through the rule study's runner (signsym_det.study):
 a finished run (done.json) is skipped, an interrupted one resumes; ``--shard K/N`` runs every
-N-th run. Stems are made first (under a file lock, so shards share them).
+N-th run. A stem is made just before its first run (under a file lock: shards share it).
 
 The report (``--report-dir``, default OUT): the rule study's report.md (plus a stem x rule
 table of AP and final training loss), ap_vs_iteration.png, results.json, and stems.json: per
@@ -220,11 +220,10 @@ def main(argv=None) -> Path:
     planned = plan(args)
     runs = [run for _, run in planned]
     if not args.report_only:
-        mine = shard(planned, args.shard)
-        for stem, run in mine:
+        for stem, run in shard(planned, args.shard):  # each stem just before its first run
             if stem != "trained" and not run.done:
                 make_stem(args, stem, run.seed)
-        run_all([run for _, run in mine], args.config_file)
+            run_all([run], args.config_file)
     report_dir = Path(args.report_dir or args.out)
     done = [(stem, run) for stem, run in planned if run.done]
     checks = {
