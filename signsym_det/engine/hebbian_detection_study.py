@@ -22,8 +22,10 @@ N-th run. A stem is made just before its first run (under a file lock: shards sh
 
 The report (``--report-dir``, default OUT): the rule study's report.md (plus a stem x rule
 table of AP and final training loss), ap_vs_iteration.png, results.json, and stems.json: per
-frozen-stem run, whether its final stem equals the file bit for bit and its norm's values; per
-variant (first seed), which parameters its model does not train. Filter grids: OUT/stems/.
+stem file, the sizes of its groups of same-direction filters (hebbian.filters.direction_groups,
+cosine > 0.95); per frozen-stem run, whether its final stem equals the file bit for bit and
+its norm's values; per variant (first seed), which parameters its model does not train.
+Filter grids: OUT/stems/.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 
 from ..checkpoint.io import atomic_write_text
 from ..data.register import shapes_root
-from ..hebbian.filters import save_filter_grid
+from ..hebbian.filters import direction_groups, save_filter_grid
 from ..model_zoo import get_config_file
 from ..pretrain_hebbian import INIT, initial_weight, unit_rows
 from ..pretrain_hebbian import main as pretrain_hebbian
@@ -226,7 +228,14 @@ def main(argv=None) -> Path:
             run_all([run], args.config_file)
     report_dir = Path(args.report_dir or args.out)
     done = [(stem, run) for stem, run in planned if run.done]
+    stems = sorted({(stem, run.seed) for stem, run in planned if stem != "trained"})
+    files = {f"{stem}_seed{seed}": stem_file(args, stem, seed) for stem, seed in stems}
     checks = {
+        "direction_groups": {
+            name: direction_groups(torch.load(path, weights_only=True)["model"][STEM_WEIGHT])
+            for name, path in files.items()
+            if path.is_file()
+        },
         "final_stems": [
             final_stem(run, stem_file(args, stem, run.seed))
             for stem, run in done
