@@ -94,7 +94,7 @@ def make_stem(args, stem: str, seed: int) -> Path:
     won keep their N(0, 1) start (norm ~sqrt(147)) and are scaled like the random stem's, so
     that no filter dominates the stem's output by its scale (its norm is frozen at identity)."""
     path = stem_file(args, stem, seed)
-    with locked(path.parent.parent / ".lock"):
+    with locked(path.parent.parent / f".{path.parent.name}.lock"):  # one lock per stem file
         if path.is_file():
             return path
         if stem == "hebbian":
