@@ -13,7 +13,8 @@ Targets:
   and filters.png. Only the stem: no deeper layer is learned (greedily or otherwise).
 
 Images: every image file under ``--data`` (under ``--data``/train if that exists: never the
-val images), read without labels (engine/hebbian_data.py). ``--make-dataset classification``
+val images), read without labels and decoded once (engine/hebbian_data.py; ``--image-cache``
+keeps the decoded images in a file for the next run). ``--make-dataset classification``
 or ``detection`` generates the embedded shapes set at ``--data`` first if absent.
 """
 
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[str(n).lower() for n in PATCH_NORMS],
         help="stem: per-patch normalisation",
     )
+    p.add_argument(
+        "--image-cache",
+        help="file of the decoded images (uint8): read if it matches the images, else written",
+    )
     p.add_argument("--seed", type=int, default=0, help="init, data order, patch draws")
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -109,6 +114,14 @@ def initial_weight(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+def unit_rows(weight: torch.Tensor, p: float) -> torch.Tensor:
+    """``weight`` with each unit's weights (dim 0 rows, flattened) scaled to unit p-norm:
+    the norm the rule drives them to. The frozen random controls use :func:`initial_weight`
+    scaled so."""
+    norms = weight.flatten(1).norm(p=p, dim=1)
+    return weight / norms.view(-1, *[1] * (weight.dim() - 1))
+
+
 def build_learner(args):
     """The layer (:func:`initial_weight` from ``--seed``) and its learner."""
     from .engine.hebbian_stem import stem_conv
@@ -150,7 +163,7 @@ def main(argv=None) -> dict:
     from .engine.hebbian import HebbianPretrainer
     from .engine.hebbian_data import UnlabelledImages
 
-    dataset = UnlabelledImages(image_root(args), args.image_size)
+    dataset = UnlabelledImages(image_root(args), args.image_size, args.image_cache)
     learner = build_learner(args)
     record = {
         "target": args.target,

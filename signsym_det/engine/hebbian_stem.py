@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..checkpoint import atomic_save
 from ..checkpoint.load_checks import STEM_KEY
@@ -31,12 +31,12 @@ def stem_conv(out_channels: int = 64) -> nn.Conv2d:
     return nn.Conv2d(3, out_channels, **STEM_SHAPE)
 
 
-def stem_checkpoint(learner: HebbianLearner, record: dict) -> dict:
-    """The detectron2 checkpoint of ``learner``'s (stem) conv weight."""
-    weight = learner.layer.weight.detach().cpu().clone()
+def stem_checkpoint(weight: Tensor, feedback: dict, record: dict) -> dict:
+    """The detectron2 checkpoint of a (64, 3, 7, 7) stem ``weight``; ``feedback``: how it was
+    made (``{"rule": ..., settings}``), ``record``: the run's record."""
     return {
-        "model": {STEM_WEIGHT: weight},
-        "feedback": {"rule": RULE, **learner.settings()},
+        "model": {STEM_WEIGHT: weight.detach().cpu().clone()},
+        "feedback": dict(feedback),
         "hebbian": dict(record),
         "layout": "detectron2",
         "matching_heuristics": False,
@@ -44,6 +44,12 @@ def stem_checkpoint(learner: HebbianLearner, record: dict) -> dict:
     }
 
 
-def save_stem_checkpoint(learner: HebbianLearner, record: dict, path: str | os.PathLike) -> str:
+def save_stem_weight(weight: Tensor, feedback: dict, record: dict, path) -> str:
     """Write :func:`stem_checkpoint` atomically to ``path``."""
-    return atomic_save(stem_checkpoint(learner, record), path)
+    return atomic_save(stem_checkpoint(weight, feedback, record), path)
+
+
+def save_stem_checkpoint(learner: HebbianLearner, record: dict, path: str | os.PathLike) -> str:
+    """Write the stem ``learner`` trained (rule :data:`RULE` and its settings) to ``path``."""
+    feedback = {"rule": RULE, **learner.settings()}
+    return save_stem_weight(learner.layer.weight, feedback, record, path)

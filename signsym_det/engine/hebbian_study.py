@@ -19,7 +19,8 @@ Hebbian rows converge to; under relu^n + BatchNorm the frozen arms do not see th
 Supervised training: Adam, cross-entropy, minibatches in an order drawn from the seed; top
 layer initialised from the seed. Val error (%) on val/. Resumable: every finished (arm, seed)
 is OUT/<arm>_seed<s>.json and is skipped when present; an interrupted Hebbian phase resumes
-from OUT/hebbian_seed<s>/checkpoint.pth. OUT/results.json: all runs, mean ± std per arm.
+from OUT/hebbian_seed<s>/checkpoint.pth. OUT/results.json: all runs, mean ± std per arm;
+OUT/errors.png: train and val error per arm and seed. Decoded images: OUT/images/.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from torch import nn
 from torchvision import datasets
 
 from ..checkpoint.io import atomic_write_text
-from ..pretrain_hebbian import initial_weight
+from ..pretrain_hebbian import initial_weight, unit_rows
 from ..pretrain_hebbian import main as pretrain_hebbian
-from .hebbian_data import image_transform
+from .hebbian_data import decoded_images, normalise
 
 ARMS = ("hebbian", "backprop", "random")
 #: The arguments a finished run's result depends on (checked when it is reused).
@@ -61,11 +62,18 @@ class HiddenLayerNet(nn.Module):
         return self.top(self.norm(F.relu(self.hidden(x.flatten(1))).pow(self.power)))
 
 
-def load_split(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of ``root/split`` (normalised, as the Hebbian tool sees them) and labels."""
-    folder = datasets.ImageFolder(root / split, image_transform(size))
-    images = torch.stack([folder[i][0] for i in range(len(folder))])
-    return images, torch.tensor(folder.targets)
+def load_split(root: Path, split: str, size: int, cache=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of ``root/split`` (normalised, as the Hebbian tool sees them) and labels;
+    the decoded images are cached in the file ``cache`` (see hebbian_data.decoded_images)."""
+    folder = datasets.ImageFolder(root / split)
+    files = [Path(path) for path, _ in folder.samples]
+    images = decoded_images(files, root / split, size, cache)
+    return normalise(images), torch.tensor(folder.targets)
+
+
+def image_cache(args, split: str) -> Path:
+    """The file of ``split``'s decoded images under the study's output dir."""
+    return Path(args.out) / "images" / f"{split}_{args.image_size}px.pt"
 
 
 def hebbian_hidden(args, seed: int) -> torch.Tensor:
@@ -80,6 +88,7 @@ def hebbian_hidden(args, seed: int) -> torch.Tensor:
             + ["--eps0", str(args.eps0), "--p", str(args.p), "--k", str(args.k)]
             + ["--delta", str(args.delta), "--seed", str(seed), "--workers", "0"]
             + ["--device", "cpu", "--log-period", "50", "--resume", "--no-tensorboard"]
+            + ["--image-cache", str(image_cache(args, "train"))]
         )
     return torch.load(final, weights_only=True)["model"]["weight"]
 
@@ -90,8 +99,7 @@ def train_and_evaluate(args, arm: str, seed: int, train, val) -> dict:
     if arm == "hebbian":
         hidden = hebbian_hidden(args, seed)
     else:  # the Hebbian run's start, rows at unit p-norm (the scale the rule ends at)
-        hidden = initial_weight((args.hidden, 3 * args.image_size**2), seed)
-        hidden = hidden / hidden.norm(p=args.p, dim=1, keepdim=True)
+        hidden = unit_rows(initial_weight((args.hidden, 3 * args.image_size**2), seed), args.p)
     torch.manual_seed(seed)
     classes = int(y_train.max()) + 1
     net = HiddenLayerNet(x_train[0].numel(), args.hidden, classes, args.power)
@@ -130,6 +138,24 @@ def summarise(runs: list) -> dict:
     return summary
 
 
+def plot_errors(runs: list, path: Path) -> None:
+    """Train and val error (%) per arm: one dot per seed, a bar at the mean."""
+    from ..utils.plots import plt
+
+    arms = [arm for arm in ARMS if any(r["arm"] == arm for r in runs)]
+    figure, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
+    for axis, key in zip(axes, ("train_error", "val_error")):
+        for x, arm in enumerate(arms):
+            errors = [r[key] for r in runs if r["arm"] == arm]
+            axis.bar(x, statistics.fmean(errors), color="C%d" % x, alpha=0.4)
+            axis.plot([x] * len(errors), errors, "k.", markersize=8)
+        axis.set_xticks(range(len(arms)), arms)
+        axis.set_title(key.replace("_", " ") + " (%), dots: seeds", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -163,8 +189,8 @@ def main(argv=None) -> dict:
         ensure_classification_dataset(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_split(Path(args.data), "train", args.image_size)
-    val = load_split(Path(args.data), "val", args.image_size)
+    train = load_split(Path(args.data), "train", args.image_size, image_cache(args, "train"))
+    val = load_split(Path(args.data), "val", args.image_size, image_cache(args, "val"))
     settings = {k: v for k, v in vars(args).items() if k in SETTINGS}
     runs = []
     for seed in args.seeds:
@@ -189,6 +215,7 @@ def main(argv=None) -> dict:
         "val_error": summarise(runs),
     }
     atomic_write_text(json.dumps(results, indent=1) + "\n", out / "results.json")
+    plot_errors(runs, out / "errors.png")
     for arm, s in results["val_error"].items():
         spread = "" if s["std"] is None else f" ± {s['std']:.2f}"
         print(f"[hebbian_study] {arm}: val error {s['mean']:.2f}{spread} % (n={s['n']})")

@@ -22,6 +22,22 @@ def filter_tiles(filters: Tensor) -> Tensor:
     return (0.5 + filters / (2 * largest[:, None, None, None])).permute(0, 2, 3, 1)
 
 
+def direction_groups(filters: Tensor, cosine: float = 0.95) -> list[int]:
+    """Sizes (largest first) of the groups of filters pointing the same way: greedily, the
+    lowest-index filter left and every filter left whose cosine with it exceeds ``cosine``.
+    64 distinct filters give 64 ones; a bank collapsed onto one direction gives [64]."""
+    flat = filters.detach().float().flatten(1)
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    similar = (unit @ unit.T) > cosine
+    left, sizes = torch.ones(len(flat), dtype=torch.bool), []
+    while left.any():
+        first = int(left.nonzero()[0])
+        group = left & (similar[first] | (torch.arange(len(flat)) == first))
+        sizes.append(int(group.sum()))
+        left &= ~group
+    return sorted(sizes, reverse=True)
+
+
 def save_filter_grid(filters: Tensor, path: str | os.PathLike, title: str = "") -> str:
     """Draw the (n, 3, h, w) ``filters`` as a near-square grid of RGB tiles into ``path``."""
     import matplotlib

@@ -29,6 +29,11 @@ def test_study_runs_every_arm_reuses_finished_runs_and_refuses_other_settings(tm
     )
     assert hebbian["model"]["weight"].shape == (20, 3 * 16 * 16)
     assert json.loads((tmp_path / "study" / "results.json").read_text())["runs"] == results["runs"]
+    assert (tmp_path / "study" / "errors.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (tmp_path / "study" / "images").iterdir()) == [
+        "train_16px.pt",
+        "val_16px.pt",
+    ]
 
     marked = tmp_path / "study" / "random_seed0.json"
     record = json.loads(marked.read_text())

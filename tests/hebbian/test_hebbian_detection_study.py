@@ -1,0 +1,97 @@
+"""The part-4 runner without training: the runs it plans, the random stem file, the summaries."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from signsym_det.engine import hebbian_detection_study as study
+from signsym_det.engine.hebbian_detection_study import (
+    build_parser,
+    final_loss,
+    make_stem,
+    plan,
+    stem_table,
+)
+from signsym_det.engine.hebbian_stem import STEM_WEIGHT
+from signsym_det.pretrain_hebbian import initial_weight
+from signsym_det.study import Run
+
+
+def parse(tmp_path, *extra):
+    args = build_parser().parse_args(["--out", str(tmp_path), *extra])
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    return args
+
+
+def test_plan_freezes_the_loaded_stems_and_trains_the_trained_one(tmp_path):
+    args = parse(tmp_path, "--seeds", "3", "--", "SOLVER.MAX_ITER", "7")
+    planned = plan(args)
+    assert [(stem, run.variant) for stem, run in planned] == [
+        ("hebbian", "hebbian_stem_bp"),
+        ("random", "random_stem_bp"),
+        ("trained", "trained_stem_bp"),
+        ("hebbian", "hebbian_stem_ss"),
+        ("random", "random_stem_ss"),
+        ("trained", "trained_stem_ss"),
+    ]
+    for stem, run in planned:
+        opts = dict(zip(run.opts[::2], run.opts[1::2]))
+        assert opts["MODEL.FEEDBACK.RULE"] == (
+            "bp" if run.variant.endswith("bp") else "sign_symmetry"
+        )
+        assert opts["SEED"] == opts["MODEL.FEEDBACK.SEED"] == "3" and opts["SOLVER.MAX_ITER"] == "7"
+        assert run.output_dir == tmp_path / run.variant / "seed3"
+        if stem == "trained":
+            assert "MODEL.WEIGHTS" not in opts and "MODEL.BACKBONE.FREEZE_AT" not in opts
+        else:
+            assert (
+                Path(opts["MODEL.WEIGHTS"])
+                == tmp_path / "stems" / f"{stem}_seed3" / "frozen_stem.pth"
+            )
+            assert opts["MODEL.BACKBONE.FREEZE_AT"] == "1"
+            assert opts["MODEL.FEEDBACK.CHECK_BACKBONE"] == "False"
+
+
+def test_the_random_stem_is_the_seeds_draw_at_unit_norm_and_made_once(tmp_path, monkeypatch):
+    grids = []  # drawing 64 tiles takes seconds: record the call instead
+    monkeypatch.setattr(study, "save_filter_grid", lambda w, path, title: grids.append(path))
+    args = parse(tmp_path)
+    path = make_stem(args, "random", 5)
+    saved = torch.load(path, weights_only=True)
+    weight = saved["model"][STEM_WEIGHT]
+    draw = initial_weight((64, 3, 7, 7), 5)
+    for unit in (0, 63):  # the same direction as the seed's draw, at unit 2-norm
+        expected = draw[unit] / draw[unit].pow(2).sum().sqrt()
+        torch.testing.assert_close(weight[unit], expected)
+    assert saved["feedback"]["rule"] == "random" and grids == [path.parent / "filters.png"]
+    path.write_bytes(b"kept")  # an existing stem file is never remade
+    assert make_stem(args, "random", 5).read_bytes() == b"kept"
+
+
+def test_final_loss_is_the_mean_of_the_last_logged_losses(tmp_path):
+    lines = [{"iteration": i, "total_loss": loss} for i, loss in zip(range(4), (9.0, 3, 2, 1))]
+    lines.insert(2, {"iteration": 2, "bbox/AP": 1.0})
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    run = Run("hebbian_stem_bp", 0, tmp_path)
+    assert final_loss(run, windows=3) == pytest.approx(2.0)
+    assert final_loss(Run("x", 0, tmp_path / "missing")) is None
+
+
+def test_stem_table_has_a_row_per_stem_and_mean_std_per_rule():
+    def seed(ap, loss):
+        return {"final": {"AP": ap}, "final_loss": loss}
+
+    results = {
+        "hebbian_stem_bp": [seed(1.0, 2.0), seed(3.0, 4.0)],
+        "hebbian_stem_ss": [seed(0.5, 1.5)],
+        "random_stem_bp": [seed(2.0, 1.0)],
+    }
+    lines = stem_table(results).splitlines()
+    assert lines[0] == "| stem | AP, bp | AP, ss | final loss, bp | final loss, ss |"
+    assert (
+        lines[2] == "| hebbian | 2.00 ± 1.41 (n=2) | 0.50 (n=1) | 3.00 ± 1.41 (n=2) | 1.50 (n=1) |"
+    )
+    assert lines[3] == "| random | 2.00 (n=1) | – | 1.00 (n=1) | – |"
+    assert len(lines) == 4  # no trained-stem runs: no row
