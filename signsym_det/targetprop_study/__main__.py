@@ -1,6 +1,7 @@
 """``python -m signsym_det.targetprop_study {run,report}``: Bartunov et al.'s study, small.
 
     python -m signsym_det.targetprop_study run --out /work/runs/bartunov --shard 0/2
+    python -m signsym_det.targetprop_study detect --out /work/runs/bartunov --algorithm dtp
     python -m signsym_det.targetprop_study report --out /work/runs/bartunov \\
         --results results/bartunov_study
 
@@ -11,6 +12,7 @@ processes); ``report`` writes results.json, report.md and the PNGs from whatever
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -26,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, default=400, help="training steps per run")
     run.add_argument("--activation", default="relu")
     run.add_argument("--data", default=None, help="rendered-task cache (default: OUT/data)")
+    detect = sub.add_parser("detect", help="RetinaNet from a study-pretrained conv backbone")
+    detect.add_argument("--out", required=True, help="the run directory of `run`")
+    detect.add_argument("--algorithm", required=True, help="whose cluttered/conv/seed-0 run")
+    detect.add_argument("--datasets", default=None, help="DETECTRON2_DATASETS (shapes set)")
+    detect.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     report = sub.add_parser("report", help="tables, PNGs and report.md from the runs")
     report.add_argument("--out", required=True, help="the run directory of `run`")
     report.add_argument("--results", required=True, help="where to write the report")
@@ -34,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "detect":
+        from .detection import run_detection
+
+        summary = run_detection(args.out, args.algorithm, args.opts, args.datasets)
+        print(json.dumps(summary["bbox"]))
+        return 0
     if args.command == "report":
         from .report import write_report
 
