@@ -1,8 +1,8 @@
 """The Bartunov study's report from its run directory: results.json, report.md and PNGs.
 
-Reads ``OUT/runs/*.json`` (:mod:`.study`), ``OUT/chosen_lrs.json`` and the detection runs'
-``OUT/detection/{algorithm}/summary.json`` (:mod:`.detection`); works on a partial study
-(counts say how many seeds each cell has).
+Reads ``OUT/runs/*.json`` and ``OUT/runs/sweep/*.json`` (:mod:`.study`),
+``OUT/chosen_lrs.json`` and the detection runs' ``OUT/detection/{algorithm}/summary.json``
+(:mod:`.detection`); works on a partial study (counts say how many seeds each cell has).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ ARCH_NAMES = {"conv": "conv", "lc": "locally connected"}
 
 def load_records(out: str) -> list:
     records = []
-    for path in sorted(glob.glob(os.path.join(out, "runs", "*.json"))):
+    paths = glob.glob(os.path.join(out, "runs", "*.json"))
+    for path in sorted(paths + glob.glob(os.path.join(out, "runs", "sweep", "*.json"))):
         with open(path) as f:
             records.append(json.load(f))
     return records

@@ -84,8 +84,9 @@ def saves_checkpoint(run: RunConfig) -> bool:
     )
 
 
-def record_path(out: str, run: RunConfig) -> str:
-    return os.path.join(out, "runs", f"{run.name()}.json")
+def record_path(out: str, run: RunConfig, stage: str = "ladder") -> str:
+    """``OUT/runs/{run}.json`` for the ladder, ``OUT/runs/sweep/{run}.json`` for the sweep."""
+    return os.path.join(out, "runs", *(["sweep"] if stage == "sweep" else []), f"{run.name()}.json")
 
 
 def write_json(path: str, obj) -> None:
@@ -96,8 +97,8 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def read_record(out: str, run: RunConfig):
-    path = record_path(out, run)
+def read_record(out: str, run: RunConfig, stage: str = "ladder"):
+    path = record_path(out, run, stage)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -150,12 +151,13 @@ class Study:
         index, count = self.shard
         return runs[index::count]
 
-    def execute(self, run: RunConfig, eval_split: str) -> dict:
-        record = read_record(self.out, run)
+    def execute(self, run: RunConfig, stage: str) -> dict:
+        """Train ``run`` (sweep: scored on val; ladder: on test) unless its record exists."""
+        record = read_record(self.out, run, stage)
         if record is not None:
             return record
         splits = dict(self.splits(run.task))
-        if eval_split == "val":
+        if stage == "sweep":
             splits.pop("test", None)
         else:
             splits.pop("val", None)
@@ -165,7 +167,7 @@ class Study:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             atomic_save(checkpoint, path)
         write_tensorboard(os.path.join(self.out, "tensorboard", run.name()), record)
-        write_json(record_path(self.out, run), record)
+        write_json(record_path(self.out, run, stage), record)
         self.log(f"done {run.name()}: top-1 {record['top1']} in {record['cpu_seconds']:.0f} CPU-s")
         return record
 
@@ -173,9 +175,9 @@ class Study:
         """This shard's sweep runs, then (once all shards' are done) the chosen lrs."""
         runs = sweep_runs(**self.common)
         for run in self.mine(runs):
-            self.execute(run, "val")
+            self.execute(run, "sweep")
         while True:
-            records = [read_record(self.out, run) for run in runs]
+            records = [read_record(self.out, run, "sweep") for run in runs]
             if all(record is not None for record in records):
                 break
             self.log("waiting for the other shards' sweep runs")
@@ -188,7 +190,7 @@ class Study:
         runs = self.mine(ladder_runs(chosen, **self.common))
         for number, run in enumerate(runs):
             self.log(f"[{number + 1}/{len(runs)}] {run.name()}")
-            self.execute(run, "test")
+            self.execute(run, "ladder")
 
     def run(self) -> None:
         torch.set_num_threads(1)

@@ -35,9 +35,9 @@ def test_shards_partition_the_runs_and_finished_runs_are_skipped(tmp_path, monke
     names = [run.name() for shard in shards for run in shard]
     assert sorted(names) == sorted(run.name() for run in runs) and len(set(names)) == len(runs)
     done = {"config": {}, "top1": 12.5}
-    study_module.write_json(study_module.record_path(str(tmp_path), runs[0]), done)
+    study_module.write_json(study_module.record_path(str(tmp_path), runs[0], "sweep"), done)
     monkeypatch.setattr(study_module, "train", lambda *a, **k: pytest.fail("retrained"))
-    assert Study(str(tmp_path)).execute(runs[0], "val") == done
+    assert Study(str(tmp_path)).execute(runs[0], "sweep") == done
 
 
 @pytest.mark.parametrize("task", list(TASKS))
