@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables, PNGs and report.md from the runs")
     report.add_argument("--out", required=True, help="the run directory of `run`")
     report.add_argument("--results", required=True, help="where to write the report")
+    report.add_argument("--data", default=None, help="task cache for samples.png")
     return parser
 
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     if args.command == "report":
         from .report import write_report
 
-        write_report(args.out, args.results)
+        write_report(args.out, args.results, args.data)
         return 0
     try:
         shard = parse_shard(args.shard)

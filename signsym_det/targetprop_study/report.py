@@ -13,6 +13,9 @@ import os
 import statistics
 
 import matplotlib
+import torch
+
+from ..classification.data import IMAGENET_MEAN, IMAGENET_STD
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -234,9 +237,27 @@ def plot_summary(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
-def write_report(out: str, results: str) -> dict:
-    """Write ``results.json``, ``report.md``, ``curves.png``, ``alignment.png`` and
-    ``top1.png`` to ``results``; returns the summary."""
+def plot_samples(data_dir: str, path: str, count: int = 8) -> None:
+    """The first ``count`` training images of each task (rows), labels as titles."""
+    fig, axes = plt.subplots(len(TASKS), count, figsize=(count * 1.1, len(TASKS) * 1.3))
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    for row, task in enumerate(TASKS):
+        found = sorted(glob.glob(os.path.join(data_dir, f"{task}_*px_seed0.pt")))
+        images, labels = torch.load(found[0], weights_only=True)["splits"]["train"]
+        for col in range(count):
+            image = images[col].permute(1, 2, 0) * std + mean
+            axes[row][col].imshow(image.clamp(0, 1).numpy())
+            axes[row][col].set_title(f"{task} {int(labels[col])}", fontsize=6)
+            axes[row][col].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(out: str, results: str, data_dir: str | None = None) -> dict:
+    """Write ``results.json``, ``report.md``, ``curves.png``, ``alignment.png``, ``top1.png``
+    (and ``samples.png`` from the task cache ``data_dir``) to ``results``; returns the
+    summary."""
     summary = summarise(out)
     os.makedirs(results, exist_ok=True)
     write_json(os.path.join(results, "results.json"), summary)
@@ -246,4 +267,6 @@ def write_report(out: str, results: str) -> dict:
         plot(summary, os.path.join(results, "curves.png"), "curve")
         plot(summary, os.path.join(results, "alignment.png"), "angles")
         plot_summary(summary, os.path.join(results, "top1.png"))
+    if data_dir:
+        plot_samples(data_dir, os.path.join(results, "samples.png"))
     return summary
