@@ -27,10 +27,13 @@ PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
 
 
 def add_feedback_config(cfg):
-    """Add the ``MODEL.FEEDBACK`` node and ``DATASETS.INVALID_BOXES`` to ``cfg``, in place."""
+    """Add the ``MODEL.FEEDBACK`` node, ``DATASETS.INVALID_BOXES`` and ``MODEL.CONVNET`` (the
+    layered convnet backbone's settings) to ``cfg``, in place."""
     from .data.validate import add_dataset_validation_config
+    from .modeling.convnet_backbone import add_convnet_config
 
     add_dataset_validation_config(cfg)
+    add_convnet_config(cfg)
     fb = cfg.MODEL.FEEDBACK = CN()
     # Default rule and feedback scale for every converted layer. SCALE "auto": per layer,
     # "xiao" (He fan-out) where a normalisation follows the layer (a conv's GN/BN/SyncBN

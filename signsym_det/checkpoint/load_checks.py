@@ -24,6 +24,9 @@ from .pretrained import canonical_rule
 from .torchvision_to_d2 import describe_resnet, format_resnet, stage_of
 
 STEM_KEY = "stem.conv1.weight"
+#: A backbone body is found by its first weight: a ResNet's stem, or a layered convnet's first
+#: conv (signsym_det.modeling.convnet_backbone).
+FIRST_KEYS = (STEM_KEY, "layers.0.0.weight")
 NOT_WEIGHTS = ("num_batches_tracked", "feedback_weight", "feedback_step")
 STATS = ("running_mean", "running_var")
 
@@ -56,8 +59,9 @@ class LoadReport:
 
 
 def find_backbone_prefix(keys) -> str | None:
-    """The name prefix of the model's ResNet body (e.g. ``backbone.bottom_up.``), or None."""
-    prefixes = sorted(k[: -len(STEM_KEY)] for k in keys if k.endswith(STEM_KEY))
+    """The name prefix of the model's ResNet or convnet body (e.g. ``backbone.bottom_up.``),
+    or None."""
+    prefixes = sorted(k[: -len(m)] for k in keys for m in FIRST_KEYS if k.endswith(m))
     return prefixes[0] if prefixes else None
 
 

@@ -8,6 +8,8 @@ Accepted inputs (read weights-only):
   ``module.``-prefixed, fixed feedback tensors in buffers ``feedback_weight``;
 * a plain torchvision state dict (e.g. torchvision's ImageNet weights), with or without
   ``module.``;
+* a layered convnet of ``pretrain_net --arch convnet`` or the Bartunov study
+  (``"layout": "layered"``, any algorithm): its hidden convs (:mod:`.layered_to_d2`);
 * an already converted file (``"layout": "detectron2"``): returned as it is.
 
 :func:`read_checkpoint` reads any ``.pth`` file into detectron2's form (converting these).
@@ -28,6 +30,7 @@ import torch
 
 from ..feedback import BACKPROP, PLAIN, get_rule
 from .io import atomic_save, load_weights_only
+from .layered_to_d2 import is_layered, layered_to_d2
 from .torchvision_to_d2 import is_torchvision_resnet, strip_module_prefix, torchvision_to_d2
 
 logger = logging.getLogger(__name__)
@@ -122,7 +125,8 @@ def to_detectron2(obj: dict, *, rule: str | None = None, source: str = "") -> di
                 raise ValueError(f"{source}: records rule {recorded!r}, not {rule!r}")
         return obj
     read = read_classification_checkpoint(obj, source)
-    if not is_torchvision_resnet(read["state_dict"]):
+    layered = is_layered(obj)
+    if not layered and not is_torchvision_resnet(read["state_dict"]):
         raise ValueError(
             f"{source or 'checkpoint'} ({read['source']['format']}) is not a torchvision-layout "
             "ResNet (no conv1.weight / layer1.*): cannot map its names to detectron2's"
@@ -137,7 +141,11 @@ def to_detectron2(obj: dict, *, rule: str | None = None, source: str = "") -> di
         feedback = {**(feedback or {}), "rule": canonical_rule(rule)}
     elif feedback is not None and "rule" in feedback:
         feedback = {**feedback, "rule": canonical_rule(feedback["rule"])}
-    conversion = torchvision_to_d2(read["state_dict"])
+    if layered:
+        convnet = obj.get("convnet") or {}
+        conversion = layered_to_d2(read["state_dict"], convnet, obj.get("arch", "convnet"))
+    else:
+        conversion = torchvision_to_d2(read["state_dict"])
     _warn_inconsistent(feedback, conversion.state_dict, source)
     checkpoint = {
         "model": conversion.state_dict,
@@ -149,6 +157,8 @@ def to_detectron2(obj: dict, *, rule: str | None = None, source: str = "") -> di
     }
     if feedback is not None:
         checkpoint["feedback"] = feedback
+    if layered:
+        checkpoint.update(convnet=dict(convnet), algorithm=obj.get("algorithm"))
     return checkpoint
 
 
@@ -204,6 +214,9 @@ def read_checkpoint(path: str) -> dict:
     if loaded.get("layout") == "detectron2":
         return loaded
     inner = loaded.get("model", loaded.get("state_dict", loaded))
+    if is_layered(loaded):
+        logger.info("%s is a layered convnet: converting it in memory", path)
+        return to_detectron2(loaded, source=path)
     if isinstance(inner, dict) and is_torchvision_resnet(inner.keys()):
         logger.info("%s is a torchvision-layout ResNet: converting it in memory", path)
         return to_detectron2(loaded, source=path)
