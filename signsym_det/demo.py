@@ -1,14 +1,13 @@
 """The main job: train a sign-symmetry RetinaNet R18-FPN from scratch on the embedded
-shapes set (CPU, a few minutes; detectron2's log line every 20 iterations shows the ETA),
-evaluate COCO box AP with detectron2's COCOEvaluator, write the AP table, predicted boxes and
-training curves to the output directory and end with a summary naming those files.
+shapes set (CPU, minutes; detectron2's log line every 20 iterations shows the ETA), evaluate
+COCO box AP with detectron2's COCOEvaluator, write the AP table, predicted boxes and training
+curves to the output directory and end with a summary naming those files.
 
     python -m signsym_det.demo [--config-file CFG] [--output-dir DIR] [--fresh] [KEY VALUE ...]
 
 A finished run in DIR is resumed (re-evaluated, redrawn); --fresh moves it aside first.
 (``tools/demo.py`` is the same.) The default config is the packaged
-Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_fast.yaml (sized for 8 minutes on 2 CPU cores);
-``--config-file`` with FULL_CONFIG runs the longer schedule.
+Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml.
 """
 
 import argparse
@@ -25,9 +24,7 @@ from .utils.plots import plot_training_curves
 from .utils.predictions import draw_predictions
 from .utils.results import ap_table
 
-DEFAULT_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_fast.yaml"
-#: The longer run (the original demo: 128 px, 2500 iterations; about 3x the time).
-FULL_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml"
+DEFAULT_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml"
 
 
 def parse_args(argv=None):
@@ -73,11 +70,7 @@ def main(argv=None) -> None:
     )
     logger.info("\n" + table)
     minutes = (time.perf_counter() - start) / 60
-    longer = ""
-    if os.path.samefile(args.config_file, get_config_file(DEFAULT_CONFIG)):
-        longer = f"python -m signsym_det.demo --config-file {get_config_file(FULL_CONFIG)}"
-        longer += " --output-dir output/demo_full"
-    print(summary(table, minutes, cfg.SOLVER.MAX_ITER, cfg.OUTPUT_DIR, curves, boxes, longer))
+    print(summary(table, minutes, cfg.SOLVER.MAX_ITER, cfg.OUTPUT_DIR, curves, boxes))
 
 
 def plan(cfg) -> str:
@@ -90,11 +83,9 @@ def plan(cfg) -> str:
     )
 
 
-def summary(
-    table: str, minutes: float, iterations: int, output_dir: str, curves, boxes, longer=""
-) -> str:
-    """The closing message: the AP table, the time taken, the files to open and, if given,
-    the command of the longer run."""
+def summary(table: str, minutes: float, iterations: int, output_dir: str, curves, boxes) -> str:
+    """The closing message: the AP table, the time taken (the whole demo) and the files to
+    open."""
     files = [
         (os.path.join(output_dir, "results.md"), "COCO box AP, overall and per class"),
         (boxes, "predicted boxes on validation images"),
@@ -103,8 +94,7 @@ def summary(
     width = max(len(path) for path, _ in files)
     lines = [f"  {path.ljust(width)}  {what}" for path, what in files]
     done = f"demo done: {iterations} iterations, {minutes:.1f} min in all. Open:"
-    tail = ["", f"The longer run: {longer}"] if longer else []
-    return "\n".join(["", table, "", done, *lines, *tail])
+    return "\n".join(["", table, "", done, *lines])
 
 
 if __name__ == "__main__":
