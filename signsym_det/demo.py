@@ -38,6 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    start = time.perf_counter()  # the whole demo: dataset generation and evaluation too
     if args.fresh and os.path.isdir(args.output_dir):
         aside = f"{args.output_dir.rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         os.rename(args.output_dir, aside)
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
     cfg = setup_cfg(args.config_file, ["OUTPUT_DIR", args.output_dir, *args.opts])
     default_setup(cfg, args)
     logger = setup_logger(name="signsym_det")
-    start = time.perf_counter()
+    logger.info(plan(cfg))
     trainer = FeedbackTrainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
@@ -68,11 +69,23 @@ def main(argv=None) -> None:
         cfg, trainer.model, cfg.DATASETS.TEST[0], os.path.join(cfg.OUTPUT_DIR, "predictions.png")
     )
     logger.info("\n" + table)
+    minutes = (time.perf_counter() - start) / 60
     print(summary(table, minutes, cfg.SOLVER.MAX_ITER, cfg.OUTPUT_DIR, curves, boxes))
 
 
+def plan(cfg) -> str:
+    """What the demo is about to train, and where its progress shows."""
+    return (
+        f"demo: RetinaNet R18-FPN, rule {cfg.MODEL.FEEDBACK.RULE}, from scratch: "
+        f"{cfg.SOLVER.MAX_ITER} iterations of {cfg.SOLVER.IMS_PER_BATCH} images at "
+        f"{max(cfg.INPUT.MIN_SIZE_TRAIN)} px, then COCO evaluation on {cfg.DATASETS.TEST[0]}; "
+        "the log line every 20 iterations shows the ETA"
+    )
+
+
 def summary(table: str, minutes: float, iterations: int, output_dir: str, curves, boxes) -> str:
-    """The closing message: the AP table, the time taken and the files to open."""
+    """The closing message: the AP table, the time taken (the whole demo) and the files to
+    open."""
     files = [
         (os.path.join(output_dir, "results.md"), "COCO box AP, overall and per class"),
         (boxes, "predicted boxes on validation images"),
@@ -80,9 +93,8 @@ def summary(table: str, minutes: float, iterations: int, output_dir: str, curves
     ]
     width = max(len(path) for path, _ in files)
     lines = [f"  {path.ljust(width)}  {what}" for path, what in files]
-    return "\n".join(
-        ["", table, "", f"demo done: {iterations} iterations in {minutes:.1f} min. Open:", *lines]
-    )
+    done = f"demo done: {iterations} iterations, {minutes:.1f} min in all. Open:"
+    return "\n".join(["", table, "", done, *lines])
 
 
 if __name__ == "__main__":
