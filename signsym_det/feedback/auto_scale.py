@@ -19,7 +19,9 @@ the 5 head convs), 590-830 with the He scale.
 * in any other module, a sibling named like the layer with ``conv`` -> ``bn`` (torchvision
   ResNet stems and BasicBlock/Bottleneck: ``conv1`` -> ``bn1``).
 
-Normalisations are torch's batch/instance/group/layer/RMS norms (subclasses included).
+Normalisations are torch's batch/instance/group/layer/RMS norms (subclasses included), and a
+``nn.ModuleList`` of them (one per input, as detectron2's per-level ``CycleBatchNormList`` in a
+RetinaNet head with ``NORM: "BN"``).
 detectron2's FrozenBatchNorm2d is not one: its statistics are fixed, so it is a per-channel
 affine map and W's scale passes through it.
 """
@@ -41,7 +43,10 @@ NORMALISATIONS = (
 
 
 def is_normalisation(module) -> bool:
-    """True iff ``module`` normalises its input by statistics it computes (not FrozenBN)."""
+    """True iff ``module`` normalises its input by statistics it computes (not FrozenBN), or is
+    a non-empty list of such normalisations (used one per input)."""
+    if isinstance(module, nn.ModuleList):
+        return len(module) > 0 and all(isinstance(m, NORMALISATIONS) for m in module)
     return isinstance(module, NORMALISATIONS)
 
 

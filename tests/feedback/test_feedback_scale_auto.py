@@ -86,6 +86,9 @@ def test_normalised_layers_reads_sequential_names_and_norm_attribute():
         (nn.GroupNorm(2, 4), True),
         (nn.LayerNorm(4), True),
         (nn.RMSNorm(4), True),
+        (nn.ModuleList([nn.BatchNorm2d(4), nn.BatchNorm2d(4)]), True),
+        (nn.ModuleList([nn.BatchNorm2d(4), AffineOnly(4)]), False),
+        (nn.ModuleList(), False),
         (AffineOnly(4), False),
         (nn.ReLU(), False),
         (None, False),
@@ -180,3 +183,23 @@ def test_detectron2_conv_norm_attribute():
     assert scales == {"gn": "xiao", "bn": "xiao", "frozen": "weight_std", "plain": "weight_std"}
     single = convert(layers.Conv2d(4, 32, 3, norm=layers.get_norm("GN", 32)), "fa")
     assert single.scale == "xiao"
+
+
+def test_retinanet_head_with_per_level_batchnorm_is_normalised():
+    """RetinaNetHead(norm="BN") puts a CycleBatchNormList (a BatchNorm per FPN level) after each
+    subnet conv: those convs get the He scale, the predictors (no norm) std(W)."""
+    retinanet = pytest.importorskip("detectron2.modeling.meta_arch.retinanet")
+    from detectron2.layers import ShapeSpec
+
+    head = retinanet.RetinaNetHead(
+        input_shape=[ShapeSpec(channels=8)] * 3,
+        num_classes=2,
+        num_anchors=1,
+        conv_dims=[8, 8],
+        norm="BN",
+    )
+    report = conversion_report(convert(head, "sign_symmetry"))
+    scales = {name: entry.scale for name, entry in report.layers.items()}
+    subnet = {n for n in scales if "subnet" in n}
+    assert len(subnet) == 4 and {scales[n] for n in subnet} == {"xiao"}
+    assert scales["cls_score"] == scales["bbox_pred"] == "weight_std"
