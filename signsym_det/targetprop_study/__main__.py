@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from .study import Study, parse_shard
+from .study import LADDER_ALGORITHMS, Study, parse_shard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, default=400, help="training steps per run")
     run.add_argument("--activation", default="relu")
     run.add_argument("--data", default=None, help="rendered-task cache (default: OUT/data)")
+    run.add_argument(
+        "--lr",
+        nargs="+",
+        default=(),
+        metavar="ALGORITHM=LR",
+        help="no sweep: the ladder of these algorithms at these lrs only",
+    )
     detect = sub.add_parser("detect", help="RetinaNet from a study-pretrained conv backbone")
     detect.add_argument("--out", required=True, help="the run directory of `run`")
     detect.add_argument("--algorithm", required=True, help="whose cluttered/conv/seed-0 run")
@@ -58,12 +65,21 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        lrs = {name: float(value) for name, value in (item.split("=") for item in args.lr)}
+    except ValueError:
+        print(f"error: --lr takes ALGORITHM=LR items, got {args.lr}", file=sys.stderr)
+        return 2
+    unknown = sorted(set(lrs) - set(LADDER_ALGORITHMS))
+    if unknown:
+        print(f"error: --lr {unknown}: valid algorithms {LADDER_ALGORITHMS}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} shard {args.shard}] {message}", flush=True)
 
-    Study(args.out, shard, log, args.data, steps=args.steps, activation=args.activation).run()
+    Study(args.out, shard, log, args.data, lrs, steps=args.steps, activation=args.activation).run()
     log(f"shard finished in {time.perf_counter() - start:.0f}s")
     return 0
 

@@ -81,7 +81,7 @@ def run_detection(out: str, algorithm: str, opts=(), datasets: str | None = None
         "opts": list(opts),
         "bbox": points[-1] if points else {},
         "ap_curve": points,
-        "iterations": points[-1]["iteration"] + 1 if points else None,
+        "iterations": points[-1]["iteration"] if points else None,
         "wall_seconds": time.perf_counter() - wall,
         "cpu_seconds": time.process_time() - cpu,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import statistics
 
@@ -20,7 +21,7 @@ from ..classification.data import IMAGENET_MEAN, IMAGENET_STD
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .study import ALGORITHMS, ARCHS, SWEEP_TASK, write_json  # noqa: E402
+from .study import ALGORITHMS, ARCHS, LADDER_ALGORITHMS, SWEEP_TASK, write_json  # noqa: E402
 from .tasks import TASKS  # noqa: E402
 
 ARCH_NAMES = {"conv": "conv", "lc": "locally connected"}
@@ -122,7 +123,7 @@ def markdown(summary: dict) -> str:
             "| algorithm | conv | locally connected | conv - bp | LC - bp | angle conv / LC |"
         ]
         lines += ["|---|---|---|---|---|---|"]
-        for algorithm in ALGORITHMS:
+        for algorithm in LADDER_ALGORITHMS:
             cells = [rows.get(arch, {}).get(algorithm) for arch in ARCHS]
             gaps, angles = [], []
             for arch, cell in zip(ARCHS, cells):
@@ -130,7 +131,13 @@ def markdown(summary: dict) -> str:
                 ok = cell and bp and cell["top1_mean"] is not None
                 gaps.append(f"{cell['top1_mean'] - bp['top1_mean']:+.1f}" if ok else "-")
                 angle = cell and cell["final_update_angle"]
-                angles.append(f"{angle:.0f}°" if angle is not None and cell else "-")
+                angles.append(
+                    "-"
+                    if angle is None or not cell
+                    else "zero update"
+                    if math.isnan(angle)
+                    else f"{angle:.0f}°"
+                )
             lines.append(
                 f"| {algorithm} | {fmt(cells[0])} | {fmt(cells[1])} | "
                 f"{gaps[0]} | {gaps[1]} | {' / '.join(angles)} |"
@@ -139,7 +146,8 @@ def markdown(summary: dict) -> str:
     lines += [
         "Angle: the angle between the algorithm's weight update and backprop's on the same "
         "batch at the last measurement, mean over seeds and over the hidden layers whose "
-        "update is not backprop's by construction (all but the last hidden conv).",
+        "update is not backprop's by construction (all but the last hidden conv); 'zero "
+        "update': a layer's update was exactly 0 (all its units dead).",
         "",
     ]
     lines += [f"## LR sweep ({SWEEP_TASK}, conv, seed 0, val top-1 %)", ""]
@@ -188,7 +196,7 @@ def plot(summary: dict, path: str, kind: str) -> None:
     for row, task in enumerate(TASKS):
         for col, arch in enumerate(ARCHS):
             ax = axes[row][col]
-            for algorithm in ALGORITHMS:
+            for algorithm in LADDER_ALGORITHMS:
                 runs = [r for r in cells.get((task, arch, algorithm), []) if r[kind]]
                 if not runs or (kind == "angles" and algorithm == "bp"):
                     continue
@@ -216,11 +224,13 @@ def plot_summary(summary: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.2), squeeze=False)
     for ax, task in zip(axes[0], TASKS):
         for offset, arch in ((-0.2, "conv"), (0.2, "lc")):
-            cells = [summary["ladder"].get(task, {}).get(arch, {}).get(a) for a in ALGORITHMS]
+            cells = [
+                summary["ladder"].get(task, {}).get(arch, {}).get(a) for a in LADDER_ALGORITHMS
+            ]
             means = [c["top1_mean"] if c and c["top1_mean"] is not None else 0 for c in cells]
             stds = [c["top1_std"] if c and c["top1_std"] is not None else 0 for c in cells]
             ax.bar(
-                [i + offset for i in range(len(ALGORITHMS))],
+                [i + offset for i in range(len(LADDER_ALGORITHMS))],
                 means,
                 0.4,
                 yerr=stds,
@@ -228,7 +238,7 @@ def plot_summary(summary: dict, path: str) -> None:
                 hatch="//" if arch == "lc" else None,
             )
         ax.axhline(100 / TASKS[task].num_classes, color="grey", lw=0.5, ls="--")
-        ax.set_xticks(range(len(ALGORITHMS)), ALGORITHMS, rotation=45, fontsize=7)
+        ax.set_xticks(range(len(LADDER_ALGORITHMS)), LADDER_ALGORITHMS, rotation=45, fontsize=7)
         ax.set_title(task, fontsize=9)
         ax.set_ylabel("test top-1 (%)")
     axes[0][0].legend(fontsize=7)

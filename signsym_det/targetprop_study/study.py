@@ -70,6 +70,7 @@ def ladder_runs(chosen: dict, **common) -> list:
         for task in TASKS
         for arch in ARCHS
         for algorithm in LADDER_ALGORITHMS
+        if algorithm in chosen
     ]
     return sorted(runs, key=lambda run: not saves_checkpoint(run))
 
@@ -133,8 +134,11 @@ def choose_lrs(records: list) -> dict:
 class Study:
     """Runs this shard's share of the study into ``out`` (see the module docstring)."""
 
-    def __init__(self, out: str, shard=(0, 1), log=print, data_dir=None, **common):
+    def __init__(self, out: str, shard=(0, 1), log=print, data_dir=None, lrs=None, **common):
+        """``lrs``: ``{algorithm: lr}`` given instead of swept: the study is then the ladder of
+        these algorithms only (e.g. a second lr for one algorithm, in another ``out``)."""
         self.out, self.shard, self.log, self.common = out, shard, log, common
+        self.lrs = dict(lrs or {})
         self.data_dir = data_dir or os.path.join(out, "data")
         self.data = {}
 
@@ -194,4 +198,4 @@ class Study:
 
     def run(self) -> None:
         torch.set_num_threads(1)
-        self.ladder(self.sweep())
+        self.ladder(self.lrs or self.sweep())

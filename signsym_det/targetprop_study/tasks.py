@@ -62,34 +62,23 @@ def _single_shape(split: str, index: int, size: int, seed: int, clutter: float) 
     return render_classification_sample(params, split, index)
 
 
-def _silhouette(split: str, index: int, size: int, seed: int) -> tuple:
-    params = resolve_params(
-        seed=seed,
-        image_size=32,
-        min_objects=1,
-        max_objects=1,
-        min_size=14,
-        max_size=26,
-        clutter=0.0,
-    )
-    sample = render_sample(sample_rng(seed, split, index), params)
+def _one_object(split: str, index: int, seed: int, **params) -> tuple:
+    """``(sample, object)``: the detection renderer's image ``index`` of ``split`` on a 32 px
+    canvas with exactly one object (``params``: its sizes and clutter)."""
+    render = resolve_params(seed=seed, image_size=32, min_objects=1, max_objects=1, **params)
+    sample = render_sample(sample_rng(seed, split, index), render)
     (obj,) = sample["objects"]
+    return sample, obj
+
+
+def _silhouette(split: str, index: int, size: int, seed: int) -> tuple:
+    _, obj = _one_object(split, index, seed, min_size=14, max_size=26, clutter=0.0)
     mask = Image.fromarray(obj["mask"].astype(np.uint8) * 255).resize((size, size), Image.LANCZOS)
     return np.repeat(np.asarray(mask)[..., None], 3, 2), obj["category_id"] - 1
 
 
 def _coloured(split: str, index: int, size: int, seed: int) -> tuple:
-    params = resolve_params(
-        seed=seed,
-        image_size=32,
-        min_objects=1,
-        max_objects=1,
-        min_size=12,
-        max_size=24,
-        clutter=1.0,
-    )
-    sample = render_sample(sample_rng(seed, split, index), params)
-    (obj,) = sample["objects"]
+    sample, obj = _one_object(split, index, seed, min_size=12, max_size=24, clutter=1.0)
     colour = sample["image"][obj["mask"]].mean(0)  # the object's mean RGB
     label = (obj["category_id"] - 1) * 3 + int(colour.argmax())
     image = Image.fromarray(sample["image"]).resize((size, size), Image.LANCZOS)

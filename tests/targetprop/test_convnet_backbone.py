@@ -25,7 +25,7 @@ def tiny_cfg(*opts):
     return setup_cfg(
         get_config_file(CONFIG),
         ["MODEL.CONVNET.CHANNELS", f"[{', '.join(map(str, CHANNELS))}]",
-         "MODEL.FPN.OUT_CHANNELS", "8", "MODEL.RETINANET.NUM_CONVS", "1", *opts],
+         "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1", *opts],
     )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_backbone_output_shapes_and_strides():
     assert sorted(out) == sorted(strides)
     for name, stride in strides.items():
         assert backbone.output_shape()[name].stride == stride
-        assert out[name].shape == (2, 8, -(-64 // stride), -(-48 // stride))
+        assert out[name].shape == (2, 32, -(-64 // stride), -(-48 // stride))
 
 
 def test_unknown_out_feature_names_the_choices():
