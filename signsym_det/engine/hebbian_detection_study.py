@@ -190,7 +190,8 @@ def plot_losses(planned: list, path: Path) -> None:
 
 
 def stem_table(results: dict) -> str:
-    """Markdown: one row per stem, AP and final training loss (mean ± std over seeds) per rule."""
+    """Markdown: one row per stem; per rule, AP and final training loss (mean ± std over the
+    seeds that did not diverge) and how many runs diverged (detectron2 stopped them on NaN)."""
 
     def cell(values):
         if not values:
@@ -200,15 +201,16 @@ def stem_table(results: dict) -> str:
 
     rules = sorted({v.rsplit("_", 1)[1] for v in results}, key=list(RULES).index)
     head = ["stem", *(f"AP, {r}" for r in rules), *(f"final loss, {r}" for r in rules)]
+    head += [f"diverged, {r}" for r in rules]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stem in STEMS:
         seeds = {r: results.get(f"{stem}_stem_{r}", []) for r in rules}
         if any(seeds.values()):
-            aps = [cell([s["final"]["AP"] for s in seeds[r] if s["final"]]) for r in rules]
-            losses = [
-                cell([s["final_loss"] for s in seeds[r] if s.get("final_loss")]) for r in rules
-            ]
-            lines.append("| " + " | ".join([stem, *aps, *losses]) + " |")
+            ok = {r: [s for s in seeds[r] if not s.get("diverged")] for r in rules}
+            cells = [cell([s["final"]["AP"] for s in ok[r]]) for r in rules]
+            cells += [cell([s["final_loss"] for s in ok[r]]) for r in rules]
+            cells += [str(len(seeds[r]) - len(ok[r])) for r in rules]
+            lines.append("| " + " | ".join([stem, *cells]) + " |")
     return "\n".join(lines)
 
 

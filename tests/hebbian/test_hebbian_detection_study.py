@@ -79,19 +79,22 @@ def test_final_loss_is_the_mean_of_the_last_logged_losses(tmp_path):
     assert final_loss(Run("x", 0, tmp_path / "missing")) is None
 
 
-def test_stem_table_has_a_row_per_stem_and_mean_std_per_rule():
-    def seed(ap, loss):
-        return {"final": {"AP": ap}, "final_loss": loss}
+def test_stem_table_has_a_row_per_stem_and_mean_std_per_rule_over_runs_that_did_not_diverge():
+    def seed(ap, loss, diverged=None):
+        final = None if diverged else {"AP": ap}
+        return {"final": final, "final_loss": loss, "diverged": diverged}
 
     results = {
-        "hebbian_stem_bp": [seed(1.0, 2.0), seed(3.0, 4.0)],
+        "hebbian_stem_bp": [seed(1.0, 2.0), seed(3.0, 4.0), seed(0, 9.0, "FloatingPointError")],
         "hebbian_stem_ss": [seed(0.5, 1.5)],
         "random_stem_bp": [seed(2.0, 1.0)],
     }
     lines = stem_table(results).splitlines()
-    assert lines[0] == "| stem | AP, bp | AP, ss | final loss, bp | final loss, ss |"
-    assert (
-        lines[2] == "| hebbian | 2.00 ± 1.41 (n=2) | 0.50 (n=1) | 3.00 ± 1.41 (n=2) | 1.50 (n=1) |"
+    assert lines[0] == (
+        "| stem | AP, bp | AP, ss | final loss, bp | final loss, ss | diverged, bp | diverged, ss |"
     )
-    assert lines[3] == "| random | 2.00 (n=1) | – | 1.00 (n=1) | – |"
+    assert lines[2] == (
+        "| hebbian | 2.00 ± 1.41 (n=2) | 0.50 (n=1) | 3.00 ± 1.41 (n=2) | 1.50 (n=1) | 1 | 0 |"
+    )
+    assert lines[3] == "| random | 2.00 (n=1) | – | 1.00 (n=1) | – | 0 | 0 |"
     assert len(lines) == 4  # no trained-stem runs: no row
