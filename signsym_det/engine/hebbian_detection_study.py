@@ -127,14 +127,19 @@ def plan(args) -> list:
 
 
 def final_stem(run: Run, path: Path) -> dict:
-    """Does the run's final model hold the stem file's weight bit for bit, and what are its
-    stem norm's values (FrozenBatchNorm2d: weight, bias, running_mean, running_var)?"""
-    model = torch.load(run.output_dir / "model_final.pth", weights_only=True)["model"]
+    """Does the run's final model (a diverged run: its last checkpoint) hold the stem file's
+    weight bit for bit, and what are its stem norm's values (FrozenBatchNorm2d: weight, bias,
+    running_mean, running_var)?"""
+    final = run.output_dir / "model_final.pth"
+    if not final.is_file():
+        final = run.output_dir / (run.output_dir / "last_checkpoint").read_text().strip()
+    model = torch.load(final, weights_only=True)["model"]
     loaded = torch.load(path, weights_only=True)["model"][STEM_WEIGHT]
     norm = {k[len(STEM_NORM) :]: v for k, v in model.items() if k.startswith(STEM_NORM)}
     return {
         "variant": run.variant,
         "seed": run.seed,
+        "checkpoint": final.name,
         "stem_equals_file": torch.equal(model[STEM_WEIGHT], loaded),
         "stem_norm": {k: [v.min().item(), v.max().item()] for k, v in sorted(norm.items())},
     }
