@@ -10,11 +10,12 @@ from signsym_det.engine import hebbian_detection_study as study
 from signsym_det.engine.hebbian_detection_study import (
     build_parser,
     final_loss,
+    final_stem,
     make_stem,
     plan,
     stem_table,
 )
-from signsym_det.engine.hebbian_stem import STEM_WEIGHT
+from signsym_det.engine.hebbian_stem import STEM_WEIGHT, save_stem_weight
 from signsym_det.pretrain_hebbian import initial_weight
 from signsym_det.study import Run
 
@@ -98,3 +99,22 @@ def test_stem_table_has_a_row_per_stem_and_mean_std_per_rule_over_runs_that_did_
     )
     assert lines[3] == "| random | 2.00 (n=1) | – | 1.00 (n=1) | – | 0 | 0 |"
     assert len(lines) == 4  # no trained-stem runs: no row
+
+
+def test_final_stem_compares_with_the_file_and_reads_a_diverged_runs_last_checkpoint(tmp_path):
+    weight = torch.randn(64, 3, 7, 7, generator=torch.Generator().manual_seed(0))
+    stem = tmp_path / "stem.pth"
+    save_stem_weight(weight, {"rule": "random"}, {}, stem)
+    run = Run("random_stem_bp", 2, tmp_path / "run")
+    run.output_dir.mkdir()
+    norm = "backbone.bottom_up.stem.conv1.norm."
+    state = {STEM_WEIGHT: weight.clone(), norm + "running_var": torch.full((64,), 1.0)}
+    torch.save({"model": state}, run.output_dir / "model_0000099.pth")
+    (run.output_dir / "last_checkpoint").write_text("model_0000099.pth")
+    check = final_stem(run, stem)
+    assert check["checkpoint"] == "model_0000099.pth" and check["stem_equals_file"]
+    assert check["stem_norm"] == {"running_var": [1.0, 1.0]}
+    state[STEM_WEIGHT][0, 0, 0, 0] += 1e-6  # a final model whose stem moved
+    torch.save({"model": state}, run.output_dir / "model_final.pth")
+    check = final_stem(run, stem)
+    assert check["checkpoint"] == "model_final.pth" and not check["stem_equals_file"]
