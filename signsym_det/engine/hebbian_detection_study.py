@@ -21,11 +21,11 @@ a finished run (done.json) is skipped, an interrupted one resumes; ``--shard K/N
 N-th run. A stem is made just before its first run (under a file lock: shards share it).
 
 The report (``--report-dir``, default OUT): the rule study's report.md (plus a stem x rule
-table of AP and final training loss), ap_vs_iteration.png, results.json, and stems.json: per
-stem file, the sizes of its groups of same-direction filters (hebbian.filters.direction_groups,
-cosine > 0.95); per frozen-stem run, whether its final stem equals the file bit for bit and
-its norm's values; per variant (first seed), which parameters its model does not train.
-Filter grids: OUT/stems/.
+table of AP and final training loss), ap_vs_iteration.png, loss_vs_iteration.png,
+results.json, and stems.json: per stem file, the sizes of its groups of same-direction filters
+(hebbian.filters.direction_groups, cosine > 0.95); per frozen-stem run, whether its final
+stem equals the file bit for bit and its norm's values; per variant (first seed), which
+parameters its model does not train. Filter grids: OUT/stems/.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ..model_zoo import get_config_file
 from ..pretrain_hebbian import INIT, initial_weight, unit_rows
 from ..pretrain_hebbian import main as pretrain_hebbian
 from ..study import Run, collect, run_all, shard, write_report
-from ..utils.plots import read_metrics
+from ..utils.plots import plt, read_metrics, series
 from .hebbian_stem import STEM_WEIGHT, save_stem_weight
 
 STEMS = ("hebbian", "random", "trained")
@@ -127,14 +127,19 @@ def plan(args) -> list:
 
 
 def final_stem(run: Run, path: Path) -> dict:
-    """Does the run's final model hold the stem file's weight bit for bit, and what are its
-    stem norm's values (FrozenBatchNorm2d: weight, bias, running_mean, running_var)?"""
-    model = torch.load(run.output_dir / "model_final.pth", weights_only=True)["model"]
+    """Does the run's final model (a diverged run: its last checkpoint) hold the stem file's
+    weight bit for bit, and what are its stem norm's values (FrozenBatchNorm2d: weight, bias,
+    running_mean, running_var)?"""
+    final = run.output_dir / "model_final.pth"
+    if not final.is_file():
+        final = run.output_dir / (run.output_dir / "last_checkpoint").read_text().strip()
+    model = torch.load(final, weights_only=True)["model"]
     loaded = torch.load(path, weights_only=True)["model"][STEM_WEIGHT]
     norm = {k[len(STEM_NORM) :]: v for k, v in model.items() if k.startswith(STEM_NORM)}
     return {
         "variant": run.variant,
         "seed": run.seed,
+        "checkpoint": final.name,
         "stem_equals_file": torch.equal(model[STEM_WEIGHT], loaded),
         "stem_norm": {k: [v.min().item(), v.max().item()] for k, v in sorted(norm.items())},
     }
@@ -164,8 +169,34 @@ def final_loss(run: Run, windows: int = 3) -> float | None:
     return statistics.fmean(losses[-windows:]) if losses else None
 
 
+def plot_losses(planned: list, path: Path) -> None:
+    """total_loss (detectron2's 20-iteration median) against iteration, one panel per rule,
+    one line per stem: the mean over the finished seeds."""
+    rules = list(dict.fromkeys(run.variant.rsplit("_", 1)[1] for _, run in planned))
+    figure, axes = plt.subplots(1, len(rules), figsize=(5 * len(rules), 3.5), squeeze=False)
+    for axis, rule in zip(axes[0], rules):
+        for stem in STEMS:
+            curves = [
+                dict(zip(*series(read_metrics(run.output_dir / "metrics.json"), "total_loss")))
+                for s, run in planned
+                if s == stem and run.variant.endswith(rule) and run.done
+            ]
+            if curves:
+                its = sorted(set.intersection(*(set(c) for c in curves)))
+                mean = [statistics.fmean(c[i] for c in curves) for i in its]
+                axis.plot(its, mean, label=f"{stem} stem (n={len(curves)})")
+        axis.set_title(f"rest trained by {RULES[rule]}", fontsize=9)
+        axis.set_xlabel("iteration")
+        axis.set_ylabel("total loss (mean over seeds)")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def stem_table(results: dict) -> str:
-    """Markdown: one row per stem, AP and final training loss (mean ± std over seeds) per rule."""
+    """Markdown: one row per stem; per rule, AP and final training loss (mean ± std over the
+    seeds that did not diverge) and how many runs diverged (detectron2 stopped them on NaN)."""
 
     def cell(values):
         if not values:
@@ -175,15 +206,16 @@ def stem_table(results: dict) -> str:
 
     rules = sorted({v.rsplit("_", 1)[1] for v in results}, key=list(RULES).index)
     head = ["stem", *(f"AP, {r}" for r in rules), *(f"final loss, {r}" for r in rules)]
+    head += [f"diverged, {r}" for r in rules]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stem in STEMS:
         seeds = {r: results.get(f"{stem}_stem_{r}", []) for r in rules}
         if any(seeds.values()):
-            aps = [cell([s["final"]["AP"] for s in seeds[r] if s["final"]]) for r in rules]
-            losses = [
-                cell([s["final_loss"] for s in seeds[r] if s.get("final_loss")]) for r in rules
-            ]
-            lines.append("| " + " | ".join([stem, *aps, *losses]) + " |")
+            ok = {r: [s for s in seeds[r] if not s.get("diverged")] for r in rules}
+            cells = [cell([s["final"]["AP"] for s in ok[r]]) for r in rules]
+            cells += [cell([s["final_loss"] for s in ok[r]]) for r in rules]
+            cells += [str(len(seeds[r]) - len(ok[r])) for r in rules]
+            lines.append("| " + " | ".join([stem, *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -227,6 +259,7 @@ def main(argv=None) -> Path:
                 make_stem(args, stem, run.seed)
             run_all([run], args.config_file)
     report_dir = Path(args.report_dir or args.out)
+    report_dir.mkdir(parents=True, exist_ok=True)
     done = [(stem, run) for stem, run in planned if run.done]
     stems = sorted({(stem, run.seed) for stem, run in planned if stem != "trained"})
     files = {f"{stem}_seed{seed}": stem_file(args, stem, seed) for stem, seed in stems}
@@ -252,6 +285,7 @@ def main(argv=None) -> Path:
         f"{' '.join(sys.argv[1:] if argv is None else argv)}"
     )
     results = collect(runs)
+    plot_losses(planned, report_dir / "loss_vs_iteration.png")
     for run in runs:
         for record in results.get(run.variant, []):
             if record["seed"] == run.seed:

@@ -10,11 +10,12 @@ from signsym_det.engine import hebbian_detection_study as study
 from signsym_det.engine.hebbian_detection_study import (
     build_parser,
     final_loss,
+    final_stem,
     make_stem,
     plan,
     stem_table,
 )
-from signsym_det.engine.hebbian_stem import STEM_WEIGHT
+from signsym_det.engine.hebbian_stem import STEM_WEIGHT, save_stem_weight
 from signsym_det.pretrain_hebbian import initial_weight
 from signsym_det.study import Run
 
@@ -79,19 +80,41 @@ def test_final_loss_is_the_mean_of_the_last_logged_losses(tmp_path):
     assert final_loss(Run("x", 0, tmp_path / "missing")) is None
 
 
-def test_stem_table_has_a_row_per_stem_and_mean_std_per_rule():
-    def seed(ap, loss):
-        return {"final": {"AP": ap}, "final_loss": loss}
+def test_stem_table_has_a_row_per_stem_and_mean_std_per_rule_over_runs_that_did_not_diverge():
+    def seed(ap, loss, diverged=None):
+        final = None if diverged else {"AP": ap}
+        return {"final": final, "final_loss": loss, "diverged": diverged}
 
     results = {
-        "hebbian_stem_bp": [seed(1.0, 2.0), seed(3.0, 4.0)],
+        "hebbian_stem_bp": [seed(1.0, 2.0), seed(3.0, 4.0), seed(0, 9.0, "FloatingPointError")],
         "hebbian_stem_ss": [seed(0.5, 1.5)],
         "random_stem_bp": [seed(2.0, 1.0)],
     }
     lines = stem_table(results).splitlines()
-    assert lines[0] == "| stem | AP, bp | AP, ss | final loss, bp | final loss, ss |"
-    assert (
-        lines[2] == "| hebbian | 2.00 ± 1.41 (n=2) | 0.50 (n=1) | 3.00 ± 1.41 (n=2) | 1.50 (n=1) |"
+    assert lines[0] == (
+        "| stem | AP, bp | AP, ss | final loss, bp | final loss, ss | diverged, bp | diverged, ss |"
     )
-    assert lines[3] == "| random | 2.00 (n=1) | – | 1.00 (n=1) | – |"
+    assert lines[2] == (
+        "| hebbian | 2.00 ± 1.41 (n=2) | 0.50 (n=1) | 3.00 ± 1.41 (n=2) | 1.50 (n=1) | 1 | 0 |"
+    )
+    assert lines[3] == "| random | 2.00 (n=1) | – | 1.00 (n=1) | – | 0 | 0 |"
     assert len(lines) == 4  # no trained-stem runs: no row
+
+
+def test_final_stem_compares_with_the_file_and_reads_a_diverged_runs_last_checkpoint(tmp_path):
+    weight = torch.randn(64, 3, 7, 7, generator=torch.Generator().manual_seed(0))
+    stem = tmp_path / "stem.pth"
+    save_stem_weight(weight, {"rule": "random"}, {}, stem)
+    run = Run("random_stem_bp", 2, tmp_path / "run")
+    run.output_dir.mkdir()
+    norm = "backbone.bottom_up.stem.conv1.norm."
+    state = {STEM_WEIGHT: weight.clone(), norm + "running_var": torch.full((64,), 1.0)}
+    torch.save({"model": state}, run.output_dir / "model_0000099.pth")
+    (run.output_dir / "last_checkpoint").write_text("model_0000099.pth")
+    check = final_stem(run, stem)
+    assert check["checkpoint"] == "model_0000099.pth" and check["stem_equals_file"]
+    assert check["stem_norm"] == {"running_var": [1.0, 1.0]}
+    state[STEM_WEIGHT][0, 0, 0, 0] += 1e-6  # a final model whose stem moved
+    torch.save({"model": state}, run.output_dir / "model_final.pth")
+    check = final_stem(run, stem)
+    assert check["checkpoint"] == "model_final.pth" and not check["stem_equals_file"]
