@@ -24,8 +24,12 @@ SS_BM="ss_bm:MODEL.FEEDBACK.RULE=sign_symmetry$(all_parts BATCH_MANHATTAN),SOLVE
 FA_WN="fa_wn:MODEL.FEEDBACK.RULE=fa$(all_parts WEIGHT_NORM_CONSTRAINT),PRETRAIN=--weight-norm-constraint"
 BASE="bp sign_symmetry fa kolen_pollack frsf"
 LONG="bp_long:MODEL.FEEDBACK.RULE=bp ss_long:MODEL.FEEDBACK.RULE=sign_symmetry kp_long:MODEL.FEEDBACK.RULE=kolen_pollack"
-BASE_OPTS='SOLVER.MAX_ITER 2000 SOLVER.STEPS (1600,1850) TEST.EVAL_PERIOD 500 SOLVER.CHECKPOINT_PERIOD 500'
-LONG_OPTS='SOLVER.MAX_ITER 6000 SOLVER.STEPS (4800,5550) TEST.EVAL_PERIOD 1000 SOLVER.CHECKPOINT_PERIOD 500'
+# detectron2's gradient clipping (L2 norm of each parameter's gradient <= 1), the same for every
+# rule: without it, bp fine-tuned from its pretrained backbone at lr 0.01 diverged (NaN at
+# iteration 198, first in head.bbox_pred), where bp from scratch had not
+CLIP='SOLVER.CLIP_GRADIENTS.ENABLED True SOLVER.CLIP_GRADIENTS.CLIP_TYPE norm SOLVER.CLIP_GRADIENTS.CLIP_VALUE 1.0'
+BASE_OPTS='SOLVER.MAX_ITER 2000 SOLVER.STEPS (1600,1850) TEST.EVAL_PERIOD 500 SOLVER.CHECKPOINT_PERIOD 500 '"$CLIP"
+LONG_OPTS='SOLVER.MAX_ITER 6000 SOLVER.STEPS (4800,5550) TEST.EVAL_PERIOD 1000 SOLVER.CHECKPOINT_PERIOD 500 '"$CLIP"
 
 study() {  # study SEEDS VARIANT... -- OPTS...
   seeds=$1; shift

@@ -35,15 +35,6 @@ def _mean_ap(seeds):
     return statistics.mean(values) if values else None
 
 
-def mean_ap_by_schedule(results):
-    """{(variant, final iteration): mean final AP over the variant's finished seeds}."""
-    return {
-        (variant, _final_iteration(seeds)): _mean_ap(seeds)
-        for variant, seeds in results.items()
-        if _mean_ap(seeds) is not None
-    }
-
-
 def _baseline(results, iteration):
     """Mean AP of the backprop variant that ran to ``iteration`` (None if none did); a run
     without a recorded rule (older studies) is of the rule its variant is named after."""
