@@ -36,8 +36,10 @@ def pack(values: Tensor) -> tuple[Tensor, Packing]:
     """(uint8 codes, two per byte, of the flattened ``values``; their :class:`Packing`)."""
     flat = values.detach().flatten().to(torch.float32)
     rms = float(flat.square().mean().sqrt())
-    if not math.isfinite(rms) or rms == 0.0:
-        raise ValueError(f"cannot pack a tensor of rms {rms}: it has no random spread")
+    if not math.isfinite(rms):
+        raise ValueError(f"cannot pack a tensor of rms {rms}: it is not finite")
+    if rms == 0.0:  # an all-zero B (scale weight_std of a zero-initialised W): kept exactly
+        return flat.new_zeros((flat.numel() + 1) // 2, dtype=torch.uint8), Packing(0.0, 0.0)
     offset, relative_q = SIGNED if bool((flat < 0).any()) else NON_NEGATIVE
     q = relative_q * rms
     codes = torch.floor(flat / q - offset + 0.5).clamp_(0, LEVELS - 1).to(torch.uint8)

@@ -77,6 +77,21 @@ def test_packed_checkpoints_reload_bit_for_bit_and_older_float_states_load(rule)
     assert torch.equal(back[2].feedback_state(), packed[2].feedback_state())
 
 
+@pytest.mark.parametrize("rule", ["fa", "frsf"])
+def test_zero_initialised_weight_packs_an_exact_zero_feedback(rule):
+    """scale "auto" on an un-normalised zero-initialised conv (e.g. a deformable offset conv) is
+    std(W) = 0: B is all zeros, so no error reaches the input."""
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    nn.init.zeros_(conv.weight)
+    layer = convert(conv, rule)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    grad_out = torch.randn(2, 4, 6, 6)
+    layer(x).backward(grad_out)
+    expected = F.conv_transpose2d(grad_out, torch.zeros(4, 3, 3, 3), padding=1)
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+    assert layer.state_dict()["feedback_weight"].abs().sum() == 0
+
+
 def test_packed_codes_follow_the_layer_and_go_with_strip():
     net = _net("fa").to(torch.float64)
     layer = net[2]
