@@ -6,9 +6,14 @@ two OpenMP threads contending with other jobs make small convolutions tens of ti
 Subprocesses started by tests set ``OMP_NUM_THREADS`` themselves. Under pytest-xdist (`make test`
 runs one worker per core) every worker runs torch on one thread unless ``OMP_NUM_THREADS`` says
 otherwise: two workers of two threads each on two cores would contend the same way.
+
+Dataset policy: a dataset a test registers in detectron2's catalogs (e.g. ``shapes_train`` under
+a temporary $DETECTRON2_DATASETS) is forgotten after the test, so a later test in the same
+process registers it afresh instead of meeting the old paths.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +43,20 @@ def _one_thread_policy(request):
     relative = Path(request.node.path).relative_to(TESTS)
     if relative.parts[0] in ONE_THREAD_FOLDERS:
         request.getfixturevalue("one_torch_thread")
+
+
+def _dataset_catalogs():
+    """detectron2's (DatasetCatalog, MetadataCatalog) if the test process imported them."""
+    catalog = sys.modules.get("detectron2.data.catalog")
+    return (catalog.DatasetCatalog, catalog.MetadataCatalog) if catalog else (None, None)
+
+
+@pytest.fixture(autouse=True)
+def _forget_datasets_registered_by_the_test():
+    datasets, _ = _dataset_catalogs()
+    before = set(datasets.list()) if datasets else set()
+    yield
+    datasets, metadata = _dataset_catalogs()
+    for name in set(datasets.list()) - before if datasets else ():
+        datasets.remove(name)
+        metadata.remove(name)

@@ -173,8 +173,10 @@ def test_bad_learner_arguments_raise_clear_errors():
         LinearHebbianLearner(nn.Linear(6, 4), total_steps=10).step(torch.randn(2, 5))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
+# meta runs everywhere: a tensor the learner makes on the CPU instead of the weight's device
+# raises there, as it would on CUDA. CUDA, where present, must also match the CPU's numbers.
+@pytest.mark.parametrize("device", ["meta"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_runs_on_the_weights_device(device):
     images = torch.randn(3, 2, 3, 7, 8, generator=torch.Generator().manual_seed(1))
 
     def run(device):
@@ -182,6 +184,9 @@ def test_cuda_matches_cpu():
         learner = Conv2dHebbianLearner(conv, total_steps=3, patch_norm="unit_norm")
         for batch in images.double().to(device):
             learner.step(batch)
-        return conv.weight.detach().cpu()
+        return conv.weight.detach()
 
-    torch.testing.assert_close(run("cuda"), run("cpu"))
+    weight = run(device)
+    assert weight.device.type == device and weight.dtype == torch.float64
+    if device != "meta":
+        torch.testing.assert_close(weight.cpu(), run("cpu"))
