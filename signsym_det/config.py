@@ -22,13 +22,16 @@ from .feedback import (
     parse_rule,
 )
 
+#: SOLVER.OPTIMIZER's choices.
+OPTIMIZERS = ("SGD", "AdamW")
+
 #: Parts of a detector, in the order a layer is matched against them (see modeling/parts.py).
 PARTS = ("PREDICTOR", "FPN", "BACKBONE", "HEAD")
 
 
 def add_feedback_config(cfg):
-    """Add the ``MODEL.FEEDBACK`` node, ``DATASETS.INVALID_BOXES`` and ``MODEL.CONVNET`` (the
-    layered convnet backbone's settings) to ``cfg``, in place."""
+    """Add the ``MODEL.FEEDBACK`` node, ``SOLVER.OPTIMIZER``, ``DATASETS.INVALID_BOXES`` and
+    ``MODEL.CONVNET`` (the layered convnet backbone's settings) to ``cfg``, in place."""
     from .data.validate import add_dataset_validation_config
     from .modeling.convnet_backbone import add_convnet_config
 
@@ -95,6 +98,11 @@ def add_feedback_config(cfg):
     # that holds only part of it (e.g. a Hebbian stem from pretrain_hebbian) loads with a
     # warning naming what is missing.
     fb.CHECK_BACKBONE = True
+    # detectron2's YAML config has no optimizer choice (its SGD is fixed); "AdamW" trains
+    # with torch.optim.AdamW (betas 0.9, 0.999) on the same param groups, lr factors and
+    # SOLVER.CLIP_GRADIENTS; SOLVER.MOMENTUM and NESTEROV then do not apply, and neither do
+    # BATCH_MANHATTAN nor a part's CLIP_GRADIENTS (both SGD updates here).
+    cfg.SOLVER.OPTIMIZER = "SGD"
 
 
 def check_feedback_settings(rule, scale, parts, overrides, key):
@@ -161,12 +169,25 @@ def validate_feedback_config(cfg):
     for key in ("ALIGNMENT_PERIOD", "GRADIENT_ALIGNMENT_PERIOD"):
         if fb[key] < 0:
             raise ValueError(f"cfg.MODEL.FEEDBACK.{key} = {fb[key]!r}; expected an int >= 0")
-    check_techniques(
-        {part: technique_settings(fb[part]) for part in PARTS},
-        fb.WEIGHT_NORM_RULES,
-        _yaml_key,
-    )
+    parts = {part: technique_settings(fb[part]) for part in PARTS}
+    check_techniques(parts, fb.WEIGHT_NORM_RULES, _yaml_key)
+    check_optimizer(cfg.SOLVER.OPTIMIZER, parts)
     return cfg
+
+
+def check_optimizer(optimizer, parts):
+    """SOLVER.OPTIMIZER is one of OPTIMIZERS, and the part techniques it is given are its own."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"cfg.SOLVER.OPTIMIZER = {optimizer!r}; valid: {list(OPTIMIZERS)}")
+    if optimizer == "SGD":
+        return
+    for part in PARTS:
+        for field in ("batch_manhattan", "clip_gradients"):
+            if parts[part][field]:
+                raise ValueError(
+                    f"{_yaml_key(field, part)} = {parts[part][field]!r} is an SGD technique "
+                    f"here, but cfg.SOLVER.OPTIMIZER = {optimizer!r}: use 'SGD', or turn it off"
+                )
 
 
 #: The per-part technique fields, lower case (LazyConfig spelling) -> MODEL.FEEDBACK's.

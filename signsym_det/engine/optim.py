@@ -6,11 +6,13 @@ norm of the part's gradients clipped to the value) and ``WEIGHT_NORM_CONSTRAINT`
 of the part's layers whose rule is in ``MODEL.FEEDBACK.WEIGHT_NORM_RULES`` kept at their
 initial Frobenius norm). detectron2's ``SOLVER.CLIP_GRADIENTS`` (per parameter, before the
 per-part clipping) applies as usual, to every gradient a rule produced (Kolen-Pollack's B too).
-With no technique on, the optimizer is detectron2's own.
+With no technique on, the optimizer is detectron2's own SGD; ``SOLVER.OPTIMIZER "AdamW"``
+gives torch's AdamW on detectron2's param groups instead (config.py).
 """
 
 from fnmatch import fnmatchcase
 
+import torch
 from detectron2.solver import build_optimizer as detectron2_build_optimizer
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
@@ -71,23 +73,31 @@ def constrain_parts(model, optimizer, parts, rules):
     return constrain_weight_norms(model, optimizer, rules, select=lambda n: part_of(n) in chosen)
 
 
+def default_groups(cfg, model) -> list:
+    """detectron2's param groups: lr and weight decay factors of biases and norms."""
+    return get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+
+
 def build_optimizer(cfg, model):
     """detectron2's SGD (param groups, lr factors, SOLVER.CLIP_GRADIENTS) with the per-part
     techniques of ``cfg.MODEL.FEEDBACK`` (module docstring)."""
     fb = cfg.MODEL.FEEDBACK
     parts = {part: technique_settings(fb[part]) for part in PARTS}
-    if not any(s["batch_manhattan"] or s["clip_gradients"] for s in parts.values()):
+    if cfg.SOLVER.OPTIMIZER == "AdamW":
+        optimizer = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            default_groups(cfg, model), lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+    elif not any(s["batch_manhattan"] or s["clip_gradients"] for s in parts.values()):
         optimizer = detectron2_build_optimizer(cfg, model)
     else:
-        groups = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
         optimizer = maybe_add_gradient_clipping(cfg, BatchManhattanSGD)(
-            part_groups(model, groups, parts),
+            part_groups(model, default_groups(cfg, model), parts),
             lr=cfg.SOLVER.BASE_LR,
             momentum=cfg.SOLVER.MOMENTUM,
             nesterov=cfg.SOLVER.NESTEROV,

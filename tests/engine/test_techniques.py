@@ -1,6 +1,8 @@
 """Batch Manhattan, per-part gradient clipping and the weight-norm constraint at detection time,
 against hand computations."""
 
+import copy
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -45,6 +47,34 @@ def detection_cfg(opts=()):
 def test_no_technique_leaves_detectron2s_optimizer():
     optimizer = build_optimizer(detection_cfg(), tiny_detector())
     assert type(optimizer) is torch.optim.SGD
+
+
+def test_adamw_steps_as_torchs_adamw_with_detectron2s_bias_factors():
+    model = tiny_detector()
+    opts = ["SOLVER.OPTIMIZER", "AdamW", "SOLVER.BIAS_LR_FACTOR", 2.0]
+    opts += ["SOLVER.WEIGHT_DECAY_BIAS", 0.0, "SOLVER.CLIP_GRADIENTS.ENABLED", True]
+    opts += ["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 0.05]
+    optimizer = build_optimizer(detection_cfg(opts), model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    reference = copy.deepcopy(model)
+    named = dict(reference.named_parameters())
+    weights = [p for n, p in named.items() if not n.endswith(".bias")]
+    biases = [p for n, p in named.items() if n.endswith(".bias")]
+    by_hand = torch.optim.AdamW(
+        [{"params": weights}, {"params": biases, "lr": 0.2, "weight_decay": 0.0}],
+        lr=0.1,
+        weight_decay=0.01,
+    )
+    for seed in (1, 2, 3):
+        for net, opt in ((model, optimizer), (reference, by_hand)):
+            opt.zero_grad()
+            backward(net, seed, factor=10.0)
+            if net is reference:
+                for p in net.parameters():
+                    p.grad.clamp_(-0.05, 0.05)
+            opt.step()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), named[name].detach(), msg=name)
 
 
 def test_batch_manhattan_steps_match_a_hand_computation():
@@ -237,6 +267,13 @@ def test_weight_norm_constraint_per_part_and_rule_from_the_config():
             -1.0,
             r"cfg.MODEL.FEEDBACK.BACKBONE.CLIP_GRADIENTS = -1.0; expected a number >= 0",
         ),
+        ("SOLVER.OPTIMIZER", "Adam", r"cfg.SOLVER.OPTIMIZER = 'Adam'; valid: \['SGD', 'AdamW'\]"),
+        (
+            "MODEL.FEEDBACK.HEAD.BATCH_MANHATTAN",
+            True,
+            r"HEAD.BATCH_MANHATTAN = True is an SGD technique here, "
+            r"but cfg.SOLVER.OPTIMIZER = 'AdamW'",
+        ),
         (
             "MODEL.FEEDBACK.WEIGHT_NORM_RULES",
             ["fa", "fx"],
@@ -245,7 +282,7 @@ def test_weight_norm_constraint_per_part_and_rule_from_the_config():
     ],
 )
 def test_bad_technique_settings_name_key_value_and_choices(key, value, message):
-    cfg = detection_cfg()
+    cfg = detection_cfg(["SOLVER.OPTIMIZER", "AdamW"] if "BATCH_MANHATTAN" in key else [])
     node, _, leaf = key.rpartition(".")
     cfg_node = cfg
     for part in node.split("."):
