@@ -3,7 +3,8 @@
 * recorded rule != model's backbone rule: WARNING naming both;
 * feedback tensors drawn fresh for layers whose weights loaded, or file feedback tensors
   unused: WARNING;
-* backbone mismatch: ERROR, raised as :class:`CheckpointMismatchError` unless ``strict=False``;
+* backbone mismatch: ERROR, raised as :class:`CheckpointMismatchError` (a WARNING if
+  ``strict=False``);
 * BatchNorm running statistics unused (a GN model) or missing (Caffe2 files): WARNING.
 """
 
@@ -41,9 +42,10 @@ def log_load_report(report: LoadReport, *, strict: bool = True) -> None:
     _log_feedback(report)
     if report.backbone_mismatch:
         message = _mismatch_message(report)
-        logger.error(message)
         if strict:
+            logger.error(message)
             raise CheckpointMismatchError(message)
+        logger.warning(message)  # asked for (check_backbone=False): a partial file, e.g. a stem
     _log_stats(report)
     _log_summary(report)
 
