@@ -3,8 +3,9 @@
 #   nice -n 19 sh results/pretrained_rule_study/run_study.sh            # train (resumes)
 #   SHARD=1/2 ...run_study.sh   # one of N processes sharing the study (e.g. one per core)
 #   sh results/pretrained_rule_study/run_study.sh report [REPORT_DIR]   # report only
-# Per seed: the 7 variants at the shapes_rule_study schedule (2000 iterations), then bp,
-# sign_symmetry and kolen_pollack at a 3x longer one (6000); every detection run starts
+# Seeds 0, 1, 2: the 7 variants at the shapes_rule_study schedule (2000 iterations); then bp,
+# sign_symmetry and kolen_pollack at a 3x longer one (6000), seed 0 only (SEEDS=0: the
+# issue's 8-hour budget on 2 cores does not hold three seeds of them); every detection run starts
 # from a ResNet-18 pretrained with its own rule and seed on the shapes classification set
 # (configs/ImageNet/Shapes-R18.args: 600 iterations, AdamW, fc by backprop). Rerunning
 # skips finished stages and resumes interrupted ones.
@@ -23,7 +24,7 @@ all_parts() { for p in BACKBONE FPN HEAD PREDICTOR; do printf ',MODEL.FEEDBACK.%
 SS_BM="ss_bm:MODEL.FEEDBACK.RULE=sign_symmetry$(all_parts BATCH_MANHATTAN),SOLVER.BASE_LR=0.0001,PRETRAIN=--optimizer sgd --batch-manhattan --lr 0.0002"
 FA_WN="fa_wn:MODEL.FEEDBACK.RULE=fa$(all_parts WEIGHT_NORM_CONSTRAINT),PRETRAIN=--weight-norm-constraint"
 BASE="bp sign_symmetry fa kolen_pollack frsf"
-LONG="bp_long:MODEL.FEEDBACK.RULE=bp ss_long:MODEL.FEEDBACK.RULE=sign_symmetry kp_long:MODEL.FEEDBACK.RULE=kolen_pollack"
+LONG="bp_long:MODEL.FEEDBACK.RULE=bp,SEEDS=0 ss_long:MODEL.FEEDBACK.RULE=sign_symmetry,SEEDS=0 kp_long:MODEL.FEEDBACK.RULE=kolen_pollack,SEEDS=0"
 # detectron2's gradient clipping (L2 norm of each parameter's gradient <= 1), the same for every
 # rule: without it, bp fine-tuned from its pretrained backbone at lr 0.01 diverged (NaN at
 # iteration 198, first in head.bbox_pred), where bp from scratch had not
@@ -42,9 +43,7 @@ if [ "$1" = report ]; then
   study "0 1 2" --report-only --report-dir "${2:-$OUT}" --variants $BASE "$SS_BM" "$FA_WN" $LONG
   exit
 fi
-for seed in 0 1 2; do
-  # shellcheck disable=SC2086
-  study $seed --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
-  # shellcheck disable=SC2086
-  study $seed --shard $SHARD --variants $LONG -- $LONG_OPTS
-done
+# shellcheck disable=SC2086
+study "0 1 2" --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
+# shellcheck disable=SC2086
+study 0 --shard $SHARD --variants $LONG -- $LONG_OPTS

@@ -118,7 +118,8 @@ def parse_variant(text):
     ``sign_symmetry`` -> MODEL.FEEDBACK.RULE sign_symmetry;
     ``ss_bp_pred:MODEL.FEEDBACK.RULE=sign_symmetry,MODEL.FEEDBACK.PREDICTOR.RULE=bp``;
     commas inside parentheses stay in the value (``SOLVER.STEPS=(4800,5550)``); a two-stage
-    study reads ``PRETRAIN=--flag --flag`` as extra pretraining flags.
+    study reads ``PRETRAIN=--flag --flag`` as extra pretraining flags; ``SEEDS=0 1`` runs the
+    variant with only those of the study's seeds (:func:`pop_seeds`).
     """
     name, _, spec = text.partition(":")
     if not spec:
@@ -145,8 +146,11 @@ def plan_runs(study_dir, variants, seeds, extra_opts=(), pretrain_args=None):
     if pretrain_args is not None and "pretrain" in names:
         raise ValueError("variant name 'pretrain' is taken by the pretraining runs' directory")
     runs = []
+    parsed = [(name, *pop_seeds(name, opts)) for name, opts in parsed]
     for seed in seeds:
-        for name, opts in parsed:
+        for name, opts, only in parsed:
+            if only is not None and seed not in only:
+                continue
             opts, flags = pop_pretrain_flags(opts)
             if flags and pretrain_args is None:
                 raise ValueError(
@@ -161,6 +165,32 @@ def plan_runs(study_dir, variants, seeds, extra_opts=(), pretrain_args=None):
             output_dir = Path(study_dir) / name / f"seed{seed}"
             runs.append(Run(name, seed, output_dir, [*opts, *seeded, *extra_opts], stage))
     return runs
+
+
+#: Variant key restricting it to some seeds: ``long:SOLVER.MAX_ITER=6000,SEEDS=0``.
+SEEDS_KEY = "SEEDS"
+
+
+def pop_seeds(name, opts) -> tuple:
+    """(opts without the ``SEEDS`` entry, the seeds it names or None: all the study's).
+
+    A seed the study does not run is no error: ``--seeds 1`` plans no run of a ``SEEDS=0``
+    variant, so a study run one seed at a time keeps the variant to seed 0."""
+    kept, only = [], None
+    for key, value in zip(opts[::2], opts[1::2]):
+        if key != SEEDS_KEY:
+            kept += [key, value]
+            continue
+        try:
+            only = {int(seed) for seed in value.split()}
+        except ValueError:
+            only = set()
+        if not only:
+            raise ValueError(
+                f"variant {name!r}: SEEDS={value!r}; expected integers separated by spaces, "
+                "e.g. SEEDS=0 or SEEDS=0 1"
+            ) from None
+    return kept, only
 
 
 def shard(runs, spec: str):

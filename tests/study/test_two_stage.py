@@ -57,6 +57,18 @@ def test_plan_shares_one_pretraining_per_rule_flags_and_seed(tmp_path):
     assert len({r.pretraining.output_dir for r in runs}) == 6  # bp, fa, fa+wn x 2 seeds
 
 
+def test_a_variant_can_keep_to_some_seeds(tmp_path):
+    variants = ["bp", "bp_long:MODEL.FEEDBACK.RULE=bp,SEEDS=0 2,SOLVER.MAX_ITER=6"]
+    runs = plan_runs(tmp_path, variants, [0, 1, 2], (), PRETRAIN)
+    assert [(r.variant, r.seed) for r in runs] == [
+        ("bp", 0), ("bp_long", 0), ("bp", 1), ("bp", 2), ("bp_long", 2)
+    ]  # fmt: skip
+    assert "SEEDS" not in runs[1].opts and runs[1].pretraining == runs[0].pretraining
+    assert [r.variant for r in plan_runs(tmp_path, variants, [1])] == ["bp"]
+    with pytest.raises(ValueError, match=r"'bp_long': SEEDS='zero'; expected integers"):
+        plan_runs(tmp_path, ["bp_long:MODEL.FEEDBACK.RULE=bp,SEEDS=zero"], [0])
+
+
 def test_plan_refuses_what_it_cannot_pretrain(tmp_path):
     with pytest.raises(ValueError, match="MODEL.FEEDBACK.RULE"):
         plan_runs(tmp_path, ["x:MODEL.FEEDBACK.SEED=3"], [0], (), PRETRAIN)
