@@ -7,7 +7,8 @@ curves to the output directory and end with a summary naming those files.
 
 A finished run in DIR is resumed (re-evaluated, redrawn); --fresh moves it aside first.
 (``tools/demo.py`` is the same.) The default config is the packaged
-Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml.
+Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_quick.yaml (AdamW, 1000 iterations of 4 images);
+``--config-file`` with Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml is the longer SGD run.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from .utils.plots import plot_training_curves
 from .utils.predictions import draw_predictions
 from .utils.results import ap_table
 
-DEFAULT_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml"
+DEFAULT_CONFIG = "Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_quick.yaml"
 
 
 def parse_args(argv=None):
@@ -78,7 +79,8 @@ def plan(cfg) -> str:
     return (
         f"demo: RetinaNet R18-FPN, rule {cfg.MODEL.FEEDBACK.RULE}, from scratch: "
         f"{cfg.SOLVER.MAX_ITER} iterations of {cfg.SOLVER.IMS_PER_BATCH} images at "
-        f"{max(cfg.INPUT.MIN_SIZE_TRAIN)} px, then COCO evaluation on {cfg.DATASETS.TEST[0]}; "
+        f"{max(cfg.INPUT.MIN_SIZE_TRAIN)} px ({cfg.SOLVER.OPTIMIZER}, lr {cfg.SOLVER.BASE_LR}, "
+        f"{cfg.SOLVER.LR_SCHEDULER_NAME}), then COCO evaluation on {cfg.DATASETS.TEST[0]}; "
         "the log line every 20 iterations shows the ETA"
     )
 
