@@ -94,7 +94,8 @@ def test_tool_end_to_end_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["--models", "R18", "--rules", "brsf", "--size", "32", "--batch", "1"]
     args += ["--repeats", "1", "--warmup", "0", "--inference-repeats", "1"]
-    args += ["--sections", "train", "inference", "--json", str(out), "--opts", *TINY]
+    args += ["--sections", "train", "inference", "feedback", "--feedback-repeats", "2"]
+    args += ["--json", str(out), "--opts", *TINY]
     assert tool.main(args) == 0
     printed = capsys.readouterr().out
     assert "Training iteration, RetinaNet R18-FPN" in printed and "Inference" in printed
@@ -105,6 +106,9 @@ def test_tool_end_to_end_writes_json(tmp_path, capsys):
     assert set(train["ratio"]) == {"stock", "brsf"} and train["finite_losses"]
     assert train["peak_memory_bytes"]["brsf"]["peak"] > 0
     assert {r["variant"] for r in results["targets"]} == {"brsf"}
+    assert "train time estimate" in printed and "B ms/iter" in printed
+    feedback = results["detectors"][0]["feedback"]
+    assert feedback["stock_iteration_s"] == train["median_s"]["stock"]  # the same run's stock
     assert results["text"].startswith("signsym_det benchmark")
 
 

@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     if any(record["what"].endswith("time estimate") for record in records):
         lines += (
             "\n(time estimate = 1 + (B - B_bp) / stock iteration, from the feedback section: "
-            "assumes bp's path costs stock's)"
+            "assumes bp's path costs stock's and B costs in an iteration what it costs alone)"
         )
     footer = (
         f"Targets (ratio to stock):\n{lines}\n"

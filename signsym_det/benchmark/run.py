@@ -328,8 +328,9 @@ def feedback_table(feedback: dict, options: Options, model: str, where: str) -> 
         f"({where}); median of {options.feedback_repeats}, {options.clock} clock\n"
         f"layers: those whose backward makes B (input needs its gradient); stock iteration "
         f"{_ms(feedback['stock_iteration_s']):.1f} ms ({feedback['stock_iteration_from']})\n"
-        f"estimate = 1 + (B - B_bp) / stock iteration: the train time ratio if bp's path "
-        f"costs stock's (none for a trained B: its cost is its gradient and optimizer step)",
+        f"estimate = 1 + (B - B_bp) / stock iteration: the train time ratio if bp's path costs "
+        f"stock's and B costs inside an iteration what it costs here, alone (none for a trained "
+        f"B: its cost is its gradient and optimizer step)",
     )
 
 
