@@ -10,6 +10,9 @@ and every ratio is a ratio of medians. Sections:
   setting of ``--models``: COCO R18-FPN and R50-FPN at --size, R18-FPN on 2 x 192x192, the
   shapes demo's R18-FPN on 8 x 128x128 (``--compile``: backbone and head torch.compile'd);
 * inference: the same models in eval mode under no_grad, time per image;
+* feedback: what each rule adds to bp's path per iteration, timed alone: making the B of
+  every layer whose backward makes one, as an iteration does; its share of a stock iteration
+  gives the train time estimate 1 + (B - B_bp) / stock (eager only: skipped with --compile);
 * layers: FeedbackConv2d vs nn.Conv2d forward + backward for each conv shape of ResNet-50.
 
 Prints the tables and the pass/fail lines of the targets; writes everything to --json.
@@ -40,10 +43,11 @@ from . import detectors, memory, report, run
 _TIMING = dict(batch=2, warmup=1)
 PRESETS = {
     "quick": dict(_TIMING, models=("R18", "R50"), size=256, repeats=3, inference_repeats=3,
-                  layer_repeats=3),
+                  feedback_repeats=9, layer_repeats=3),
     "full": dict(_TIMING, models=tuple(detectors.SETTINGS), size=512, repeats=7,
-                 inference_repeats=7, layer_repeats=7),
+                 inference_repeats=7, feedback_repeats=25, layer_repeats=7),
 }  # fmt: skip
+SECTIONS = ("train", "inference", "feedback", "layers")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,17 +81,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--rules", nargs="+", default=list(detectors.RULES), choices=list(detectors.RULES)
     )
-    parser.add_argument(
-        "--sections",
-        nargs="+",
-        default=["train", "inference", "layers"],
-        choices=["train", "inference", "layers"],
-    )
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument("--size", type=int, help="image side (preset: quick 256, full 512)")
     parser.add_argument("--batch", type=int, help="images per iteration (preset: 2)")
     parser.add_argument("--repeats", type=int, help="counted training rounds")
     parser.add_argument("--warmup", type=int, help="uncounted rounds first")
     parser.add_argument("--inference-repeats", type=int)
+    parser.add_argument("--feedback-repeats", type=int, help="rounds of the feedback section")
     parser.add_argument("--layer-repeats", type=int)
     parser.add_argument("--layer-batch", type=int, default=2)
     parser.add_argument(
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     print(header, flush=True)
     results = {"options": options.as_dict(), "machine": machine, "detectors": []}
     tables = []
-    if {"train", "inference"} & set(options.sections):
+    if {"train", "inference", "feedback"} & set(options.sections):
         for setting in options.models:
             result = run.detector_section(setting, options)
             results["detectors"].append(result)
@@ -177,6 +177,11 @@ def main(argv=None) -> int:
     if options.compile:
         lines = (
             "(compiled: the targets hold for the compiled step against compiled stock)\n" + lines
+        )
+    if any(record["what"].endswith("time estimate") for record in records):
+        lines += (
+            "\n(time estimate = 1 + (B - B_bp) / stock iteration, from the feedback section: "
+            "assumes bp's path costs stock's and B costs in an iteration what it costs alone)"
         )
     footer = (
         f"Targets (ratio to stock):\n{lines}\n"

@@ -1,4 +1,4 @@
-"""The benchmark's sections: detector training / inference and the layer micro benchmark.
+"""The benchmark's sections: detector training / inference / feedback cost, layer micro benchmark.
 
 Each section builds its variants in this process, runs them interleaved (see
 :mod:`.timing`) and returns a JSON-ready dict with per-variant samples, medians and ratios
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import detectors, layers, memory, report, timing
+from . import detectors, feedback_cost, layers, memory, report, timing
 
 MB = 1e6
 
@@ -33,9 +33,10 @@ class Options:
     repeats: int = 5
     warmup: int = 1
     inference_repeats: int = 5
+    feedback_repeats: int = 15
     layer_repeats: int = 5
     layer_batch: int = 2
-    sections: tuple = ("train", "inference", "layers")
+    sections: tuple = ("train", "inference", "feedback", "layers")
     clock: str = "wall"
     compile: bool = False
     opts: list = field(default_factory=list)
@@ -91,8 +92,9 @@ def _memory_notes(peaks: dict) -> dict:
 
 
 def detector_section(setting_name: str, options: Options) -> dict:
-    """Training (time, peak memory) and inference time of every variant in one setting
-    (:data:`detectors.SETTINGS`); with ``options.compile`` the training is compiled."""
+    """Training (time, peak memory), inference time and the cost of making B
+    (:mod:`.feedback_cost`) of every variant in one setting (:data:`detectors.SETTINGS`);
+    with ``options.compile`` the training is compiled."""
     setting = detectors.SETTINGS[setting_name]
     size, batch_size = setting.size or options.size, setting.batch or options.batch
     depth = setting.depth
@@ -153,6 +155,14 @@ def detector_section(setting_name: str, options: Options) -> dict:
         )
         per_image = {k: [t / batch_size for t in v] for k, v in times.items()}
         result["inference"] = summarize(per_image)
+    # B's eager path (compiled, B is made and fused inside the graph: not this measurement)
+    feedback_timed = "feedback" in options.sections and not options.compile
+    if feedback_timed:
+        _log(f"{label}: making every layer's B, {len(models)} variants interleaved")
+        probe = detectors.synthetic_batch(
+            1, 64, cfg.MODEL.RETINANET.NUM_CLASSES, options.boxes, options.seed, options.device
+        )
+        feedback = feedback_cost.time_feedback(models, probe, options)
     if "train" in options.sections:
         if options.compile:  # after inference, which stays eager (the same ops in every variant)
             for model in models.values():
@@ -176,6 +186,10 @@ def detector_section(setting_name: str, options: Options) -> dict:
         train["last_loss"] = {name: float(step.losses[-1]) for name, step in steps.items()}
         train["finite_losses"] = all(math.isfinite(v) for v in train["last_loss"].values())
         result["train"] = train
+    if feedback_timed:
+        result["feedback"] = feedback_cost.add_estimate(
+            feedback, steps[detectors.STOCK], options, result.get("train")
+        )
     del models, steps
     gc.collect()
     return result
@@ -284,7 +298,40 @@ def detector_tables(result: dict, options: Options) -> str:
                 f"{options.inference_repeats}",
             )
         )
+    feedback = result.get("feedback")
+    if feedback:
+        parts.append(feedback_table(feedback, options, result["model"], where))
     return "\n\n".join(parts)
+
+
+def feedback_table(feedback: dict, options: Options, model: str, where: str) -> str:
+    """Per variant: layers making B, their weights, B's time per iteration, its share of the
+    stock iteration and the time-ratio estimate 1 + (B - B_bp) / stock (see feedback_cost)."""
+    rows = []
+    for name in options.variants:
+        seconds, weights = feedback["median_s"][name], feedback["weights"][name]
+        rows.append(
+            [
+                name,
+                feedback["layers"][name],
+                weights / 1e6,
+                _ms(seconds),
+                seconds * 1e9 / weights if weights else float("nan"),
+                100 * feedback["share"][name],
+                feedback["estimate"].get(name, float("nan")),
+            ]
+        )
+    return report.table(
+        ["variant", "layers", "M weights", "B ms/iter", "ns/weight", "% of stock", "estimate"],
+        rows,
+        f"Feedback matrices B, made as one training iteration makes them (eager), {model} "
+        f"({where}); median of {options.feedback_repeats}, {options.clock} clock\n"
+        f"layers: those whose backward makes B (input needs its gradient); stock iteration "
+        f"{_ms(feedback['stock_iteration_s']):.1f} ms ({feedback['stock_iteration_from']})\n"
+        f"estimate = 1 + (B - B_bp) / stock iteration: the train time ratio if bp's path costs "
+        f"stock's and B costs inside an iteration what it costs here, alone (none for a trained "
+        f"B: its cost is its gradient and optimizer step)",
+    )
 
 
 def layer_tables(result: dict, options: Options) -> str:
@@ -328,6 +375,9 @@ def targets(results: dict) -> list[dict]:
             records += report.check_targets(
                 "train", "step_memory", f"{label} train", train["step_memory_ratio"]
             )
+        if "feedback" in result:
+            estimate = {k: v for k, v in result["feedback"]["estimate"].items() if k != "bp"}
+            records += report.check_targets("feedback", "time_estimate", f"{label} train", estimate)
         if "inference" in result:
             records += report.check_targets(
                 "inference", "time", f"{label} inference", result["inference"]["ratio"]
