@@ -8,11 +8,16 @@
 # issue's 8-hour budget on 2 cores does not hold three seeds of them); every detection run starts
 # from a ResNet-18 pretrained with its own rule and seed on the shapes classification set
 # (configs/ImageNet/Shapes-R18.args: 600 iterations, AdamW, fc by backprop). Rerunning
-# skips finished stages and resumes interrupted ones.
+# skips finished stages and resumes interrupted ones. Each finished stage's done.json and
+# metrics are also kept in RECORDS (committed, in this directory) and restored from there
+# first, so the study resumes on a machine that has only the checkout: commit RECORDS after
+# each sitting (stages under way then are lost; the next sitting starts them again).
 set -e
-OUT=${OUT:-/work/runs/pretrained_rule_study/study}
+WORK=${WORK:-$HOME/.cache/signsym_det/pretrained_rule_study}
+OUT=${OUT:-$WORK/study}
+RECORDS=${RECORDS:-results/pretrained_rule_study/records}
 SHARD=${SHARD:-0/1}
-export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-/work/runs/pretrained_rule_study/datasets}
+export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-$WORK/datasets}
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-python}
 CFG=configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml
@@ -34,7 +39,7 @@ LONG_OPTS='SOLVER.MAX_ITER 6000 SOLVER.STEPS (4800,5550) TEST.EVAL_PERIOD 1000 S
 
 study() {  # study SEEDS VARIANT... -- OPTS...
   seeds=$1; shift
-  $PY -m signsym_det.study --config-file $CFG --out "$OUT" --seeds $seeds \
+  $PY -m signsym_det.study --config-file $CFG --out "$OUT" --records "$RECORDS" --seeds $seeds \
     --pretrain-args "$PRETRAIN" --reference results/shapes_rule_study/results.json "$@"
 }
 

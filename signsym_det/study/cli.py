@@ -18,6 +18,10 @@ Two-stage (Xiao et al.'s protocol): ``--pretrain-args "@configs/ImageNet/Shapes-
 converts it, and fine-tunes each variant from it (``MODEL.WEIGHTS``); a variant's
 ``PRETRAIN=--flag ...`` adds pretraining flags (study/pretraining.py). ``--reference
 results.json`` (a from-scratch study) adds its AP ratios to the relative-gap table.
+
+``--records DIR`` keeps each finished stage's small files (done.json, metrics) in DIR as
+well and restores them first (study/records.py): commit DIR, and the study resumes on a
+machine that has only the checkout.
 """
 
 import argparse
@@ -25,6 +29,7 @@ import shlex
 import time
 
 from .gaps import load_reference
+from .records import Records
 from .report import collect, detection_progress, pretraining_table, write_report
 from .runs import plan_runs, run_all, shard
 
@@ -45,14 +50,23 @@ def main(argv=None) -> None:
         help="pretrain_net options (one string): pretrain each run's backbone with its rule",
     )
     parser.add_argument("--reference", help="results.json of a from-scratch study to compare")
+    parser.add_argument(
+        "--records",
+        help="also keep each finished stage's done.json and metrics here, and restore the "
+        "study from them (commit this dir: the study resumes on another machine)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
     args = parser.parse_args(argv)
     args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     pretrain = None if args.pretrain_args is None else shlex.split(args.pretrain_args)
     runs = plan_runs(args.out, args.variants, args.seeds, args.opts, pretrain)
     start = time.time()
+    records = Records(args.out, args.records) if args.records else None
+    if records:
+        restored = records.restore()
+        print(f"{len(restored)} finished stages restored from {args.records}")
     if not args.report_only:
-        run_all(shard(runs, args.shard), args.config_file)
+        run_all(shard(runs, args.shard), args.config_file, records=records)
     results = collect(runs)
     finished = [s for seeds in results.values() for s in seeds]
     missing = [detection_progress(r) for r in runs if not r.done]

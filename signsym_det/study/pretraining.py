@@ -5,9 +5,10 @@ that rule and seed start from it through ``MODEL.WEIGHTS``.
 
 Variants with the same rule and the same extra pretraining flags share one pretraining run
 (``<study>/pretrain/<rule>[+flag...]/seed<k>``), e.g. a rule at two detection schedules. The
-stage is done when ``done.json`` is there (written after the conversion); an interrupted
-one resumes from its ``checkpoint.pth`` (``--resume``). Shards that need the same run take a
-lock (``.lock``: host and pid); one trains, the others wait for it.
+stage is done when ``done.json`` is there (written after the conversion); it is trained again
+if its weights are gone (a record restored on another machine) while a detection run still
+needs them. An interrupted one resumes from its ``checkpoint.pth`` (``--resume``). Shards
+that need the same run take a lock (``.lock``: host and pid); one trains, the others wait.
 """
 
 import json
@@ -21,6 +22,7 @@ from typing import Optional
 
 from ..checkpoint import convert_pretrained, load_weights_only
 from ..checkpoint.io import atomic_write_text
+from .records import DONE, RECORD_FILES
 
 #: The pretraining job, run as ``python -m PRETRAIN_NET``.
 PRETRAIN_NET = "signsym_det.pretrain_net"
@@ -43,7 +45,7 @@ class Pretraining:
 
     @property
     def done(self) -> bool:
-        return (self.output_dir / "done.json").is_file()
+        return (self.output_dir / DONE).is_file()
 
     @property
     def weights(self) -> Path:
@@ -52,7 +54,7 @@ class Pretraining:
     @property
     def info(self) -> dict:
         """done.json: seconds, command, diverged, top1/top5 (val, %, at the end)."""
-        return json.loads((self.output_dir / "done.json").read_text())
+        return json.loads((self.output_dir / DONE).read_text())
 
 
 def backbone_rule(opts) -> str:
@@ -146,8 +148,12 @@ def run_pretraining(stage: Pretraining, python, call, log=print) -> Optional[str
     line (None if it trained). ``call(cmd, log_file, output_dir)`` -> (exit code, seconds,
     divergence line) runs the job (the study runner's timed call)."""
     with Lock(stage.output_dir, log=log):
-        if stage.done:
+        if stage.done and (stage.info.get("diverged") or stage.weights.is_file()):
             return stage.info.get("diverged")
+        if stage.done:  # a record restored without its weights (study/records.py)
+            log(f"pretraining {stage.name} seed {stage.seed}: weights gone, training it again")
+            for name in RECORD_FILES:
+                (stage.output_dir / name).unlink(missing_ok=True)
         cmd = [python, "-m", PRETRAIN_NET, *stage.args, "--resume"]
         log(f"pretraining {stage.name} seed {stage.seed}: {stage.output_dir}")
         code, seconds, diverged = call(cmd, stage.output_dir / "study_stdout.log", stage.output_dir)
@@ -162,5 +168,5 @@ def run_pretraining(stage: Pretraining, python, call, log=print) -> Optional[str
             final = stage.output_dir / "model_final.pth"
             convert_pretrained(final, stage.weights)
             info.update(top_k(final))
-        atomic_write_text(json.dumps(info, indent=1), stage.output_dir / "done.json")
+        atomic_write_text(json.dumps(info, indent=1), stage.output_dir / DONE)
         return diverged

@@ -33,10 +33,10 @@ from .pretraining import (
     pop_pretrain_flags,
     run_pretraining,
 )
+from .records import DONE
 
 #: The training job, run as ``python -m TRAIN_NET`` (the installed package's, not a script).
 TRAIN_NET = "signsym_det.train_net"
-DONE = "done.json"
 ELAPSED = "elapsed.json"
 HEARTBEAT_SECONDS = 60.0
 
@@ -211,9 +211,10 @@ def call_logged(cmd, log_file: Path, output_dir: Path):
     return code, seconds, divergence(log_file) if code != 0 else None
 
 
-def run_all(runs, config_file, python=sys.executable, log=print):
+def run_all(runs, config_file, python=sys.executable, log=print, records=None):
     """Run the unfinished runs one after another (each after its pretraining stage, if any);
-    a failed run stops the study."""
+    a failed run stops the study. ``records`` (:class:`.records.Records`): each stage that
+    finishes is also kept there."""
     for i, run in enumerate(runs, 1):
         if run.done:
             log(f"[{i}/{len(runs)}] {run.variant} seed {run.seed}: done, skipped")
@@ -221,6 +222,8 @@ def run_all(runs, config_file, python=sys.executable, log=print):
         cmd = [python, "-m", TRAIN_NET, "--config-file", str(config_file)]
         stage = run.pretraining
         pretrain_diverged = stage and run_pretraining(stage, python, call_logged, log=log)
+        if stage and records:
+            records.keep(stage.output_dir)
         if pretrain_diverged:
             seconds, diverged = 0.0, f"pretraining diverged: {pretrain_diverged}"
         else:
@@ -246,3 +249,5 @@ def run_all(runs, config_file, python=sys.executable, log=print):
             "diverged": diverged,
         }
         (run.output_dir / DONE).write_text(json.dumps(info, indent=1))
+        if records:
+            records.keep(run.output_dir)

@@ -11,8 +11,10 @@ import pytest
 from signsym_det.study import collect, parse_variant, plan_runs, run_all
 from signsym_det.study import pretraining as pretraining_module
 from signsym_det.study.gaps import gap_rows, imagenet_ratio
-from signsym_det.study.pretraining import Lock, pretraining_name
+from signsym_det.study.pretraining import Lock, pretraining_name, run_pretraining
+from signsym_det.study.records import Records
 from signsym_det.study.report import detection_progress, pretraining_table, table
+from signsym_det.study.runs import call_logged
 
 PRETRAIN = ["@configs/ImageNet/Shapes-R18.args", "--data", "cls"]
 
@@ -154,6 +156,38 @@ def test_a_diverged_pretraining_marks_its_runs_diverged(tmp_path, fake_convert):
     assert [r.diverged for r in runs] == [f"pretraining diverged: {line}"] * 2
     assert len(calls.read_text().splitlines()) == 1  # one pretraining, no detection
     assert not runs[0].pretraining.weights.exists() and fake_convert == []
+
+
+def test_records_resume_a_study_on_a_machine_that_has_only_them(tmp_path, fake_convert):
+    """Machine 1 finishes bp and its pretraining, keeping records; machine 2 starts from the
+    records alone: bp is restored (not rerun, its metrics readable), fa trains, and fa's
+    pretraining, recorded but without weights there, is trained again for it."""
+    records_dir = tmp_path / "records"
+    first = plan_runs(tmp_path / "m1", ["bp", "fa"], [0], (), PRETRAIN)
+    python, calls = _fake_python(tmp_path, _PLAY)
+    run_all(first[:1], "cfg.yaml", python=python, log=lambda m: None)
+    record = {"iteration": 9, "bbox/AP": 3.0, "bbox/AP50": 6.0, "bbox/AP75": 1.0}
+    (first[0].output_dir / "metrics.json").write_text(json.dumps(record) + "\n")
+    (first[0].output_dir / "model_final.pth").write_text("big")
+    records = Records(tmp_path / "m1", records_dir)
+    for stage in (first[0].output_dir, first[0].pretraining.output_dir):
+        records.keep(stage)
+    # fa's pretraining finished on machine 1 too; its detection run did not
+    run_pretraining(first[1].pretraining, python, call_logged, log=lambda m: None)
+    records.keep(first[1].pretraining.output_dir)
+    assert not (records_dir / "bp" / "seed0" / "model_final.pth").exists()
+
+    second = plan_runs(tmp_path / "m2", ["bp", "fa"], [0], (), PRETRAIN)
+    records = Records(tmp_path / "m2", records_dir)
+    assert len(records.restore()) == 3 and second[0].done and not second[1].done
+    assert collect(second)["bp"][0]["final"]["AP"] == 3.0
+    assert records.restore() == []  # nothing overwritten
+    calls.unlink()
+    run_all(second, "cfg.yaml", python=python, log=lambda m: None, records=records)
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and "--rule fa" in lines[0] and "fa/seed0" in lines[1]
+    assert second[1].pretraining.weights.is_file() and second[1].done
+    assert (records_dir / "fa" / "seed0" / "done.json").is_file()  # kept as it finished
 
 
 def test_a_lock_of_a_dead_process_is_taken_over(tmp_path):
