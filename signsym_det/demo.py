@@ -7,7 +7,7 @@ curves to the output directory and end with a summary naming those files.
 
 A finished run in DIR is resumed (re-evaluated, redrawn); --fresh moves it aside first.
 (``tools/demo.py`` is the same.) The default config is the packaged
-Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_quick.yaml (AdamW, 1000 iterations of 4 images);
+Shapes-Demo/retinanet_R_18_FPN_sign_symmetry_quick.yaml (AdamW, 1500 iterations of 4 images);
 ``--config-file`` with Shapes-Demo/retinanet_R_18_FPN_sign_symmetry.yaml is the longer SGD run.
 """
 
