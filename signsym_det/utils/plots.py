@@ -10,9 +10,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_metrics(path):
-    """The records of detectron2's JSONWriter (one JSON object per line), in order."""
+    """The records of detectron2's JSONWriter (one JSON object per line), in order.
+
+    A resumed run appends to the file from its last checkpoint, after records of the
+    iterations it is about to redo: where the iteration goes back to i, the earlier records
+    of iterations >= i are dropped, so each iteration is the resumed run's."""
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            iteration = record.get("iteration")
+            if iteration is not None and records and iteration < records[-1].get("iteration", -1):
+                records = [r for r in records if r.get("iteration", -1) < iteration]
+            records.append(record)
+    return records
 
 
 def series(records, key):
