@@ -65,6 +65,7 @@ def main(argv=None) -> None:
     if records:
         restored = records.restore()
         print(f"{len(restored)} finished stages restored from {args.records}")
+        records.keep_finished(runs)
     if not args.report_only:
         run_all(shard(runs, args.shard), args.config_file, records=records)
     results = collect(runs)

@@ -38,6 +38,14 @@ class Records:
             if source.is_file():
                 shutil.copy2(source, target / name)
 
+    def keep_finished(self, runs) -> None:
+        """Keep every finished stage of ``runs`` (detection runs and their pretraining), e.g.
+        those of a study that ran before it had records."""
+        for run in runs:
+            for stage in (run, run.pretraining):
+                if stage is not None and stage.done:
+                    self.keep(stage.output_dir)
+
     def restore(self) -> list:
         """Copy every recorded stage missing from the study directory into it (a stage the
         study directory already has as finished is left alone); returns the restored dirs."""

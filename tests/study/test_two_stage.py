@@ -293,10 +293,9 @@ def test_tiny_two_stage_study_runs_both_stages_and_resumes(tmp_path):
     study += ["configs/Shapes-Demo/Base-Shapes-RetinaNet-R18.yaml", "--out", str(out)]
     study += ["--variants", "bp", "fa", "--seeds", "0"]
     study += ["--pretrain-args", f"{_TINY_PRETRAINING} --data {tmp_path / 'cls'}"]
-    study += ["--", *_TINY_DETECTION]
 
-    def run():
-        proc = run_python(env, *study, timeout=600)
+    def run(*extra):  # extra: options that override the study's (argparse: the last wins)
+        proc = run_python(env, *study, *extra, "--", *_TINY_DETECTION, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
@@ -322,3 +321,14 @@ def test_tiny_two_stage_study_runs_both_stages_and_resumes(tmp_path):
     assert (fa_stage / "backbone_d2.pth").is_file() and "IN PROGRESS" not in (
         out / "report.md"
     ).read_text()
+
+    # records added to the finished study; another machine with only them: the report has
+    # both runs, nothing is trained
+    records = ["--records", str(tmp_path / "records")]
+    assert "0 finished stages restored" in run(*records, "--report-only")
+    other = tmp_path / "other"
+    report = run(*records, "--out", str(other))
+    assert "4 finished stages restored" in report  # two pretraining, two detection stages
+    assert report.count("done, skipped") == 2 and "pretraining" not in report
+    assert "IN PROGRESS" not in (other / "report.md").read_text()
+    assert sorted(json.loads((other / "results.json").read_text())) == ["bp", "fa"]
