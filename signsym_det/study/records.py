@@ -20,6 +20,14 @@ DONE = "done.json"
 RECORD_FILES = (DONE, "metrics.json", "metrics.jsonl")
 
 
+def _copy_record(source: Path, target: Path) -> None:
+    """Copy the record files ``source`` has into ``target`` (made if missing)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
 class Records:
     """``Records(study_dir, records_dir)``: keep finished stages' files, restore them."""
 
@@ -31,12 +39,7 @@ class Records:
 
     def keep(self, output_dir) -> None:
         """Copy a finished stage's record files (those it has) into the records."""
-        target = self._record_of(output_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            source = Path(output_dir) / name
-            if source.is_file():
-                shutil.copy2(source, target / name)
+        _copy_record(Path(output_dir), self._record_of(output_dir))
 
     def keep_finished(self, runs) -> None:
         """Keep every finished stage of ``runs`` (detection runs and their pretraining), e.g.
@@ -54,9 +57,6 @@ class Records:
             output_dir = self.study_dir / done.parent.relative_to(self.records_dir)
             if (output_dir / DONE).is_file():
                 continue
-            output_dir.mkdir(parents=True, exist_ok=True)
-            for name in RECORD_FILES:
-                if (done.parent / name).is_file():
-                    shutil.copy2(done.parent / name, output_dir / name)
+            _copy_record(done.parent, output_dir)
             restored.append(output_dir)
         return restored

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import PARTS as CONFIG_PARTS
 from ..utils.plots import plt, read_metrics, series
 from .gaps import gap_rows, gap_table
+from .records import DONE
 
 METRICS = ("AP", "AP50", "AP75")
 #: The detector parts as the alignment hook logs them (lower case), in alphabetical order.
@@ -69,7 +70,7 @@ def collect(runs):
             for kind in ("weight_angle", "grad_angle")
             for part in PARTS
         }
-        done = json.loads((run.output_dir / "done.json").read_text())
+        done = json.loads((run.output_dir / DONE).read_text())
         results[run.variant].append(
             {
                 "seed": run.seed,
