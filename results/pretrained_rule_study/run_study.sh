@@ -3,6 +3,8 @@
 #   nice -n 19 sh results/pretrained_rule_study/run_study.sh            # train (resumes)
 #   SHARD=1/2 ...run_study.sh   # one of N processes sharing the study (e.g. one per core)
 #   sh results/pretrained_rule_study/run_study.sh report [REPORT_DIR]   # report only
+#   sh results/pretrained_rule_study/run_study.sh long NAME   # only the long variant NAME (e.g.
+#     ss_long), as a third process, so that a 6000-iteration run starts early in a sitting
 # Seeds 0, 1, 2: the 7 variants at the shapes_rule_study schedule (2000 iterations); then bp,
 # sign_symmetry and kolen_pollack at a 3x longer one (6000), seed 0 only (SEEDS=0: the
 # issue's 8-hour budget on 2 cores does not hold three seeds of them); every detection run starts
@@ -47,6 +49,13 @@ if [ "$1" = report ]; then
   # shellcheck disable=SC2086
   study "0 1 2" --report-only --report-dir "${2:-$OUT}" --variants $BASE "$SS_BM" "$FA_WN" $LONG
   exit
+fi
+if [ "$1" = long ]; then
+  for v in $LONG; do
+    case $v in "$2":*) study 0 --variants "$v" -- $LONG_OPTS; exit ;; esac
+  done
+  echo "run_study.sh long: unknown variant '$2'; valid: bp_long ss_long kp_long" >&2
+  exit 2
 fi
 # shellcheck disable=SC2086
 study "0 1 2" --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
