@@ -54,7 +54,8 @@ if [ "$1" = long ]; then
   for v in $LONG; do
     case $v in "$2":*) study 0 --variants "$v" -- $LONG_OPTS; exit ;; esac
   done
-  echo "run_study.sh long: unknown variant '$2'; valid: bp_long ss_long kp_long" >&2
+  names=$(for v in $LONG; do printf '%s ' "${v%%:*}"; done)
+  echo "run_study.sh long: unknown variant '$2'; valid: $names" >&2
   exit 2
 fi
 # shellcheck disable=SC2086
