@@ -5,6 +5,8 @@
 #   sh results/pretrained_rule_study/run_study.sh report [REPORT_DIR]   # report only
 #   sh results/pretrained_rule_study/run_study.sh long NAME   # only the long variant NAME (e.g.
 #     ss_long), as a third process, so that a 6000-iteration run starts early in a sitting
+#   sh results/pretrained_rule_study/run_study.sh base   # only the 2000-iteration runs (beside
+#     `long NAME` processes, which the default mode's long phase would otherwise run again)
 # Seeds 0, 1, 2: the 7 variants at the shapes_rule_study schedule (2000 iterations); then bp,
 # sign_symmetry and kolen_pollack at a 3x longer one (6000), seed 0 only (SEEDS=0: the
 # issue's 8-hour budget on 2 cores does not hold three seeds of them); every detection run starts
@@ -60,5 +62,6 @@ if [ "$1" = long ]; then
 fi
 # shellcheck disable=SC2086
 study "0 1 2" --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
+[ "$1" = base ] && exit
 # shellcheck disable=SC2086
 study 0 --shard $SHARD --variants $LONG -- $LONG_OPTS
