@@ -17,6 +17,10 @@
 # first, so the study resumes on a machine that has only the checkout: commit RECORDS after
 # each sitting (stages under way then are lost; the next sitting starts them again).
 set -e
+case ${1-} in
+  ''|base|long|report) ;;
+  *) echo "run_study.sh: unknown mode '$1'; valid: (none), base, long NAME, report [DIR]" >&2; exit 2 ;;
+esac
 WORK=${WORK:-$HOME/.cache/signsym_det/pretrained_rule_study}
 OUT=${OUT:-$WORK/study}
 RECORDS=${RECORDS:-results/pretrained_rule_study/records}
