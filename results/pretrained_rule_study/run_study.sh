@@ -8,7 +8,8 @@
 #   sh results/pretrained_rule_study/run_study.sh base   # only the 2000-iteration runs (beside
 #     `long NAME` processes, which the default mode's long phase would otherwise run again)
 #   SHARD=k/2 sh results/pretrained_rule_study/run_study.sh bm_lr   # follow-up probe: ss_bm's
-#     seed 1 (blew up at detection lr 1e-4) at detection lr 3e-5 and 1e-5; `bm_lr DIR` reports it
+#     seed 1 (blew up at detection lr 1e-4) at detection lr 3e-5, seeds 0-2 at 1e-5; `bm_lr DIR`
+#     reports it
 # Seeds 0, 1, 2: the 7 variants at the shapes_rule_study schedule (2000 iterations); then bp,
 # sign_symmetry and kolen_pollack at a 3x longer one (6000), seed 0 only (SEEDS=0: the
 # issue's 8-hour budget on 2 cores does not hold three seeds of them); every detection run starts
@@ -60,10 +61,11 @@ if [ "$1" = report ]; then
 fi
 if [ "$1" = bm_lr ]; then  # ss_bm with only the detection lr changed (same pretraining stage)
   probe() { printf '%s' "$SS_BM" | sed "s/^ss_bm:/ss_bm_$1:/; s/SOLVER.BASE_LR=0.0001/SOLVER.BASE_LR=$2/"; }
+  lr3e5="$(probe lr3e5 0.00003),SEEDS=1" lr1e5=$(probe lr1e5 0.00001)
   if [ -n "$2" ]; then
-    study 1 --report-only --report-dir "$2" --variants "$(probe lr3e5 0.00003)" "$(probe lr1e5 0.00001)"
+    study "0 1 2" --report-only --report-dir "$2" --variants "$lr3e5" "$lr1e5"
   else
-    study 1 --shard $SHARD --variants "$(probe lr3e5 0.00003)" "$(probe lr1e5 0.00001)" -- $BASE_OPTS
+    study "0 1 2" --shard $SHARD --variants "$lr3e5" "$lr1e5" -- $BASE_OPTS
   fi
   exit
 fi
