@@ -37,7 +37,10 @@ PRETRAIN="@configs/ImageNet/Shapes-R18.args --make-dataset --data $DETECTRON2_DA
 all_parts() { for p in BACKBONE FPN HEAD PREDICTOR; do printf ',MODEL.FEEDBACK.%s.%s=True' $p $1; done; }
 # Batch Manhattan steps are lr*sign(g) (momentum 0.9: up to 10x): lr 1e-4 at detection and
 # SGD lr 2e-4 in pretraining, about AdamW's per-weight step at lr 2e-3 (Shapes-R18.args)
-SS_BM="ss_bm:MODEL.FEEDBACK.RULE=sign_symmetry$(all_parts BATCH_MANHATTAN),SOLVER.BASE_LR=0.0001,PRETRAIN=--optimizer sgd --batch-manhattan --lr 0.0002"
+ss_bm() {  # ss_bm NAME DETECTION_LR: the variant spec (all share one BM pretraining stage)
+  printf '%s' "$1:MODEL.FEEDBACK.RULE=sign_symmetry$(all_parts BATCH_MANHATTAN),SOLVER.BASE_LR=$2,PRETRAIN=--optimizer sgd --batch-manhattan --lr 0.0002"
+}
+SS_BM=$(ss_bm ss_bm 0.0001)
 FA_WN="fa_wn:MODEL.FEEDBACK.RULE=fa$(all_parts WEIGHT_NORM_CONSTRAINT),PRETRAIN=--weight-norm-constraint"
 BASE="bp sign_symmetry fa kolen_pollack frsf"
 LONG="bp_long:MODEL.FEEDBACK.RULE=bp,SEEDS=0 ss_long:MODEL.FEEDBACK.RULE=sign_symmetry,SEEDS=0 kp_long:MODEL.FEEDBACK.RULE=kolen_pollack,SEEDS=0"
@@ -60,8 +63,7 @@ if [ "$1" = report ]; then
   exit
 fi
 if [ "$1" = bm_lr ]; then  # ss_bm with only the detection lr changed (same pretraining stage)
-  probe() { printf '%s' "$SS_BM" | sed "s/^ss_bm:/ss_bm_$1:/; s/SOLVER.BASE_LR=0.0001/SOLVER.BASE_LR=$2/"; }
-  lr3e5="$(probe lr3e5 0.00003),SEEDS=1" lr1e5=$(probe lr1e5 0.00001)
+  lr3e5="$(ss_bm ss_bm_lr3e5 0.00003),SEEDS=1" lr1e5=$(ss_bm ss_bm_lr1e5 0.00001)
   if [ -n "$2" ]; then
     study "0 1 2" --report-only --report-dir "$2" --variants "$lr3e5" "$lr1e5"
   else
