@@ -2,6 +2,7 @@
 
 python -m signsym_det.train_net --config-file configs/Shapes-Demo/retinanet_R_18_FPN_bp.yaml
 python -m signsym_det.train_net --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
+    (also writes the results to OUTPUT_DIR/eval_results.json)
 python -m signsym_det.train_net --config-file CFG --num-gpus 8 [--num-machines N
     --machine-rank R --dist-url tcp://HOST:PORT] [--resume] [--overwrite] [KEY VALUE ...]
 
@@ -9,6 +10,9 @@ python -m signsym_det.train_net --config-file CFG --num-gpus 8 [--num-machines N
 ``signsym_det.model_zoo.get_config_file("Shapes-Demo/retinanet_R_18_FPN_bp.yaml")``.
 """
 
+import json
+import math
+import os
 import sys
 
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -16,6 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import FeedbackCheckpointer
+from .checkpoint.io import atomic_write_text
 from .engine import FeedbackTrainer, check_output_dir, setup_cfg
 from .engine.distributed import share_cpu_threads
 
@@ -35,10 +40,33 @@ def run(args):
         FeedbackCheckpointer(
             model, save_dir=cfg.OUTPUT_DIR, check_backbone=cfg.MODEL.FEEDBACK.CHECK_BACKBONE
         ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return FeedbackTrainer.test(cfg, model)
+        results = FeedbackTrainer.test(cfg, model)
+        if comm.is_main_process():
+            write_eval_results(results, cfg.OUTPUT_DIR)
+        return results
     trainer = FeedbackTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+#: What ``--eval-only`` writes into OUTPUT_DIR: the evaluators' results as JSON.
+EVAL_RESULTS = "eval_results.json"
+
+
+def _plain(value):
+    """Evaluator results as JSON values: nested dicts of floats, NaN (nothing detected) as null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def write_eval_results(results, output_dir) -> str:
+    """``OUTPUT_DIR/eval_results.json``: ``{dataset: {task: {metric: value}}}`` (detectron2
+    drops the dataset level when there is one test set)."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, EVAL_RESULTS)
+    return atomic_write_text(json.dumps(_plain(results), indent=1), path)
 
 
 def parse_args(argv=None):

@@ -19,6 +19,11 @@ converts it, and fine-tunes each variant from it (``MODEL.WEIGHTS``); a variant'
 ``PRETRAIN=--flag ...`` adds pretraining flags (study/pretraining.py). ``--reference
 results.json`` (a from-scratch study) adds its AP ratios to the relative-gap table.
 
+``--test-datasets ROOT`` then evaluates each finished run's model_final.pth once on the sets
+registered from ROOT (DETECTRON2_DATASETS=ROOT: e.g. a shapes set made with another seed, on
+which nothing was chosen) into ``<run>/heldout.json``, and the report gets a held-out table
+(study/heldout.py); with ``--shard``, each process tests its own runs.
+
 ``--records DIR`` keeps each finished stage's small files (done.json, metrics) in DIR as
 well and restores them first (study/records.py): commit DIR, and the study resumes on a
 machine that has only the checkout.
@@ -29,6 +34,7 @@ import shlex
 import time
 
 from .gaps import load_reference
+from .heldout import describe_test_root, evaluate_heldout
 from .records import Records
 from .report import collect, detection_progress, pretraining_table, write_report
 from .runs import plan_runs, run_all, shard
@@ -55,11 +61,19 @@ def main(argv=None) -> None:
         help="also keep each finished stage's done.json and metrics here, and restore the "
         "study from them (commit this dir: the study resumes on another machine)",
     )
+    parser.add_argument(
+        "--test-datasets",
+        metavar="ROOT",
+        help="after training, evaluate each finished run once on the sets registered from "
+        "ROOT (a held-out DETECTRON2_DATASETS root) and report it beside val",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
     args = parser.parse_args(argv)
     args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     pretrain = None if args.pretrain_args is None else shlex.split(args.pretrain_args)
     runs = plan_runs(args.out, args.variants, args.seeds, args.opts, pretrain)
+    if args.test_datasets:
+        describe_test_root(args.test_datasets)  # a missing root fails before any training
     start = time.time()
     records = Records(args.out, args.records) if args.records else None
     if records:
@@ -68,6 +82,8 @@ def main(argv=None) -> None:
         records.keep_finished(runs)
     if not args.report_only:
         run_all(shard(runs, args.shard), args.config_file, records=records)
+        if args.test_datasets:
+            evaluate_heldout(shard(runs, args.shard), args.test_datasets, records=records)
     results = collect(runs)
     finished = [s for seeds in results.values() for s in seeds]
     missing = [detection_progress(r) for r in runs if not r.done]

@@ -16,8 +16,9 @@ from pathlib import Path
 
 #: A finished stage's marker (written last, so a stage with it is whole).
 DONE = "done.json"
-#: What makes a stage's record: its done.json and the metrics the report reads.
-RECORD_FILES = (DONE, "metrics.json", "metrics.jsonl")
+#: What makes a stage's record: its done.json and the metrics the report reads (heldout.json:
+#: a detection run's held-out test, study/heldout.py).
+RECORD_FILES = (DONE, "metrics.json", "metrics.jsonl", "heldout.json")
 
 
 def _copy_record(source: Path, target: Path) -> None:

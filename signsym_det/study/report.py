@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import PARTS as CONFIG_PARTS
 from ..utils.plots import plt, read_metrics, series
 from .gaps import gap_rows, gap_table
+from .heldout import heldout_table, read_heldout
 from .records import DONE
 
 METRICS = ("AP", "AP50", "AP75")
@@ -54,7 +55,8 @@ def _pretraining(stage):
 
 def collect(runs):
     """{variant: [{"seed", "rule", "minutes", "final": {AP..}, "ap_curve": [(it, AP)],
-    "angles", "pretraining"}]} ("pretraining": None without a pretraining stage)."""
+    "angles", "pretraining"}]} ("pretraining": None without a pretraining stage; a run tested
+    on a held-out set also has "heldout": {AP..} and "heldout_set": :mod:`.heldout`)."""
     results = defaultdict(list)
     for run in runs:
         metrics = run.output_dir / "metrics.json"
@@ -71,6 +73,7 @@ def collect(runs):
             for part in PARTS
         }
         done = json.loads((run.output_dir / DONE).read_text())
+        heldout = None if diverged else read_heldout(run.output_dir)
         results[run.variant].append(
             {
                 "seed": run.seed,
@@ -81,6 +84,14 @@ def collect(runs):
                 "ap_curve": [(r["iteration"], _ap(r["bbox/AP"])) for r in evals],
                 "angles": {k: v for k, v in angles.items() if v},
                 "pretraining": _pretraining(run.pretraining),
+                **(
+                    {
+                        "heldout": {m: _ap(heldout["bbox"][m]) for m in METRICS},
+                        "heldout_set": heldout["set"],
+                    }
+                    if heldout
+                    else {}
+                ),
             }
         )
     return dict(results)
@@ -280,9 +291,10 @@ def write_report(results, out_dir, header="", reference=None):
     parts += [
         "Relative gaps (mean final AP over seeds; AP_bp: the bp variant of the same schedule):",
         gap_table(gap_rows(results, reference)),
+        heldout_table(results, _mean_std),
         "![AP](ap_vs_iteration.png)",
         "![angles](alignment.png)",
     ]
-    text = "\n\n".join(parts)
+    text = "\n\n".join(part for part in parts if part)
     (out_dir / "report.md").write_text(text.strip() + "\n")
     return out_dir / "report.md"
