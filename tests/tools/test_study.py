@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from signsym_det.data.shapes import generate_detection_dataset
 from signsym_det.study import collect, parse_variant, plan_runs, run_all, shard
 from signsym_det.study.report import table
 from signsym_det.study.runs import _call_timed
@@ -64,8 +65,18 @@ def test_tiny_study_runs_reports_and_resumes(tmp_path, tiny_shapes_env, tiny_run
         0, abs=1e-3
     )
 
-    again = run_tool(tiny_shapes_env, *study)
-    assert again.count("done, skipped") == 2
+    # tested on a held-out set (another seed, 5 val images): once, from the finished runs
+    heldout = tmp_path / "heldout"
+    generate_detection_dataset(heldout / "shapes", seed=1, num_train=1, num_val=5)
+    at = study.index("--")
+    again = run_tool(tiny_shapes_env, *study[:at], "--test-datasets", str(heldout), *study[at:])
+    assert again.count("done, skipped") == 2 and again.count("evaluating on") == 2
+    for name in ("bp", "ss_bp_pred"):
+        log = (tmp_path / "study" / name / "seed0" / "heldout" / "log.txt").read_text()
+        assert f"Loaded 5 images in COCO format from {heldout.resolve()}" in log
+    results = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert results["bp"][0]["heldout_set"]["shapes"]["seed"] == 1
+    assert "Held-out test set:" in (tmp_path / "study" / "report.md").read_text()
 
 
 def _fake_python(tmp_path, body):
