@@ -4,6 +4,7 @@ python -m signsym_det.lazy_train_net --config-file configs/Lazy/Shapes-Demo/reti
 python -m signsym_det.lazy_train_net --config-file CFG.py model.feedback.rule=fa \\
     train.output_dir=output/lazy_fa [--resume] [--overwrite] [--num-gpus N ...]
 python -m signsym_det.lazy_train_net --config-file CFG.py --eval-only train.init_checkpoint=W.pth
+    (writes the results to train.output_dir/eval_results.json, as train_net)
 
 (``tools/lazy_train_net.py`` is the same.) detectron2's ``lazyconfig_train_net`` shape: the
 config holds ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``,
@@ -155,7 +156,10 @@ def run(args):
     FeedbackCheckpointer(model, save_dir=cfg.train.output_dir).resume_or_load(
         cfg.train.init_checkpoint, resume=args.resume
     )
-    return do_test(cfg, model)
+    results = do_test(cfg, model)
+    if comm.is_main_process():
+        train_net.write_eval_results(results, cfg.train.output_dir)
+    return results
 
 
 def main(argv=None) -> None:

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from eval_results_check import assert_written_as_printed
 from repo_process import run_python
 
 from signsym_det.data.shapes import generate_detection_dataset
@@ -59,4 +60,4 @@ def test_train_resume_refuse_and_evaluate(tmp_path):
         f"train.output_dir={tmp_path / 'eval'}",
         f"train.init_checkpoint={out / 'model_final.pth'}",
     )
-    assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
+    assert_written_as_printed(log, tmp_path / "eval")

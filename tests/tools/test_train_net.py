@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from eval_results_check import assert_written_as_printed
 
 pytestmark = pytest.mark.slow  # subprocess training runs
 
@@ -39,13 +40,7 @@ def test_train_then_eval_only(tmp_path, tiny_shapes_env, tiny_run, run_tool):
         "MODEL.WEIGHTS",
         str(out / "model_final.pth"),
     )
-    assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
-    # eval_results.json holds the numbers detectron2 printed (NaN, nothing detected: null)
-    printed = log.split("copypaste: AP,AP50,AP75,APs,APm,APl")[1].split("copypaste: ")[1]
-    printed = [float(v) for v in printed.splitlines()[0].split(",")]
-    written = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["bbox"]
-    for name, value in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), printed):
-        assert written[name] == (None if value != value else pytest.approx(value, abs=1e-4))
+    assert_written_as_printed(log, tmp_path / "eval")
     result = json.loads(
         (tmp_path / "eval" / "inference" / "shapes_val" / "coco_instances_results.json").read_text()
     )
