@@ -15,7 +15,8 @@
 #     if missing), once; `heldout DIR` reports all variants with the held-out table
 # Seeds 0, 1, 2: the 7 variants at the shapes_rule_study schedule (2000 iterations); then bp,
 # sign_symmetry and kolen_pollack at a 3x longer one (6000), seed 0 only (SEEDS=0: the
-# issue's 8-hour budget on 2 cores does not hold three seeds of them); every detection run starts
+# issue's 8-hour budget on 2 cores does not hold three seeds of them; bp_long and ss_long got
+# seed 1 after the study, 2026-12-05: SEEDS=0 1, `long NAME`); every detection run starts
 # from a ResNet-18 pretrained with its own rule and seed on the shapes classification set
 # (configs/ImageNet/Shapes-R18.args: 600 iterations, AdamW, fc by backprop). Rerunning
 # skips finished stages and resumes interrupted ones. Each finished stage's done.json and
@@ -46,7 +47,10 @@ ss_bm() {  # ss_bm NAME DETECTION_LR: the variant spec (all share one BM pretrai
 SS_BM=$(ss_bm ss_bm 0.0001)
 FA_WN="fa_wn:MODEL.FEEDBACK.RULE=fa$(all_parts WEIGHT_NORM_CONSTRAINT),PRETRAIN=--weight-norm-constraint"
 BASE="bp sign_symmetry fa kolen_pollack frsf"
-LONG="bp_long:MODEL.FEEDBACK.RULE=bp,SEEDS=0 ss_long:MODEL.FEEDBACK.RULE=sign_symmetry,SEEDS=0 kp_long:MODEL.FEEDBACK.RULE=kolen_pollack,SEEDS=0"
+# the long variants (a SEEDS value holds a space: always expand them quoted, "$BP_LONG" ...)
+BP_LONG="bp_long:MODEL.FEEDBACK.RULE=bp,SEEDS=0 1"
+SS_LONG="ss_long:MODEL.FEEDBACK.RULE=sign_symmetry,SEEDS=0 1"
+KP_LONG="kp_long:MODEL.FEEDBACK.RULE=kolen_pollack,SEEDS=0"
 # detectron2's gradient clipping (L2 norm of each parameter's gradient <= 1), the same for every
 # rule: without it, bp fine-tuned from its pretrained backbone at lr 0.01 diverged (NaN at
 # iteration 198, first in head.bbox_pred), where bp from scratch had not
@@ -62,7 +66,7 @@ study() {  # study SEEDS VARIANT... -- OPTS...
 
 if [ "$1" = report ]; then
   # shellcheck disable=SC2086
-  study "0 1 2" --report-only --report-dir "${2:-$OUT}" --variants $BASE "$SS_BM" "$FA_WN" $LONG
+  study "0 1 2" --report-only --report-dir "${2:-$OUT}" --variants $BASE "$SS_BM" "$FA_WN" "$BP_LONG" "$SS_LONG" "$KP_LONG"
   exit
 fi
 LR3E5="$(ss_bm ss_bm_lr3e5 0.00003),SEEDS=1" LR1E5=$(ss_bm ss_bm_lr1e5 0.00001)
@@ -70,7 +74,7 @@ if [ "$1" = heldout ]; then  # nothing is chosen on this set: a check of the val
   HELDOUT=$WORK/heldout
   if [ -n "$2" ]; then
     # shellcheck disable=SC2086
-    study "0 1 2" --report-only --report-dir "$2" --variants $BASE "$SS_BM" "$FA_WN" $LONG \
+    study "0 1 2" --report-only --report-dir "$2" --variants $BASE "$SS_BM" "$FA_WN" "$BP_LONG" "$SS_LONG" "$KP_LONG" \
       "$LR3E5" "$LR1E5"
     exit
   fi
@@ -80,7 +84,7 @@ if [ "$1" = heldout ]; then  # nothing is chosen on this set: a check of the val
   study "0 1 2" --shard $SHARD --test-datasets "$HELDOUT" \
     --variants $BASE "$SS_BM" "$FA_WN" "$LR3E5" "$LR1E5" -- $BASE_OPTS
   # shellcheck disable=SC2086
-  study 0 --shard $SHARD --test-datasets "$HELDOUT" --variants $LONG -- $LONG_OPTS
+  study "0 1" --shard $SHARD --test-datasets "$HELDOUT" --variants "$BP_LONG" "$SS_LONG" "$KP_LONG" -- $LONG_OPTS
   exit
 fi
 if [ "$1" = bm_lr ]; then  # ss_bm with only the detection lr changed (same pretraining stage)
@@ -93,10 +97,10 @@ if [ "$1" = bm_lr ]; then  # ss_bm with only the detection lr changed (same pret
   exit
 fi
 if [ "$1" = long ]; then
-  for v in $LONG; do
-    case $v in "$2":*) study 0 --variants "$v" -- $LONG_OPTS; exit ;; esac
+  for v in "$BP_LONG" "$SS_LONG" "$KP_LONG"; do
+    case $v in "$2":*) study "0 1" --variants "$v" -- $LONG_OPTS; exit ;; esac
   done
-  names=$(for v in $LONG; do printf '%s ' "${v%%:*}"; done)
+  names=$(for v in "$BP_LONG" "$SS_LONG" "$KP_LONG"; do printf '%s ' "${v%%:*}"; done)
   echo "run_study.sh long: unknown variant '$2'; valid: $names" >&2
   exit 2
 fi
@@ -104,4 +108,4 @@ fi
 study "0 1 2" --shard $SHARD --variants $BASE "$SS_BM" "$FA_WN" -- $BASE_OPTS
 [ "$1" = base ] && exit
 # shellcheck disable=SC2086
-study 0 --shard $SHARD --variants $LONG -- $LONG_OPTS
+study "0 1" --shard $SHARD --variants "$BP_LONG" "$SS_LONG" "$KP_LONG" -- $LONG_OPTS
