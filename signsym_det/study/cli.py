@@ -64,8 +64,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--test-datasets",
         metavar="ROOT",
-        help="after training, evaluate each finished run once on the sets registered from "
-        "ROOT (a held-out DETECTRON2_DATASETS root) and report it beside val",
+        help="after training (so not with --report-only), evaluate each finished run once on "
+        "the sets registered from ROOT (a held-out DETECTRON2_DATASETS root); the report "
+        "shows it beside val",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="-- KEY VALUE for every run")
     args = parser.parse_args(argv)
