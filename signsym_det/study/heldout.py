@@ -27,16 +27,35 @@ WEIGHTS, EVAL_DIR = "model_final.pth", "heldout"
 MAKE_ONE = "python -m signsym_det.make_dataset --out ROOT/shapes --seed 1 --num-val 1000"
 
 
-def describe_test_root(root) -> dict:
-    """{"datasets_root": absolute path, "shapes": generation params of ROOT/shapes (or {})};
-    FileNotFoundError naming the root if it is no directory."""
+def _shapes_params(root: Path) -> dict:
+    """Generation params of ROOT/shapes ({} if ROOT holds no shapes set)."""
+    manifest = root / "shapes" / "manifest.json"
+    return json.loads(manifest.read_text()).get("params", {}) if manifest.is_file() else {}
+
+
+def describe_test_root(root, training_root=None) -> dict:
+    """{"datasets_root": absolute path, "shapes": generation params of ROOT/shapes (or {})}.
+    FileNotFoundError if ROOT is no directory; ValueError if it is the training root
+    (``training_root``, default $DETECTRON2_DATASETS or ``datasets``) or its shapes set was
+    made with the training set's seed (the same images)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
             f"--test-datasets {root}: no such directory; make a shapes set there with {MAKE_ONE}"
         )
-    manifest = root / "shapes" / "manifest.json"
-    params = json.loads(manifest.read_text()).get("params", {}) if manifest.is_file() else {}
+    training = Path(training_root or os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    params, trained_on = _shapes_params(root), _shapes_params(training)
+    if training.is_dir() and root.resolve() == training.resolve():
+        raise ValueError(
+            f"--test-datasets {root} is the training root (DETECTRON2_DATASETS): "
+            f"nothing held out; make another set with {MAKE_ONE}"
+        )
+    if params and trained_on and params.get("seed") == trained_on.get("seed"):
+        raise ValueError(
+            f"--test-datasets {root}: its shapes set has seed {params.get('seed')}, the "
+            f"training set's ({training}), so the same images; make one with another seed: "
+            f"{MAKE_ONE}"
+        )
     return {"datasets_root": str(root.resolve()), "shapes": params}
 
 

@@ -6,7 +6,12 @@ import pytest
 
 from signsym_det.study import collect, plan_runs
 from signsym_det.study.cli import main as study_main
-from signsym_det.study.heldout import HELDOUT, evaluate_heldout, heldout_table
+from signsym_det.study.heldout import (
+    HELDOUT,
+    describe_test_root,
+    evaluate_heldout,
+    heldout_table,
+)
 from signsym_det.study.records import Records
 from signsym_det.study.report import _mean_std
 
@@ -40,11 +45,16 @@ def fake_eval(tmp_path):
     return str(script), calls
 
 
-def test_only_finished_runs_with_weights_are_tested_once(tmp_path, fake_eval):
-    python, calls = fake_eval
-    root = tmp_path / "heldout"
+def _shapes_root(root, seed):
     (root / "shapes").mkdir(parents=True)
-    (root / "shapes" / "manifest.json").write_text(json.dumps({"params": {"seed": 7}}))
+    (root / "shapes" / "manifest.json").write_text(json.dumps({"params": {"seed": seed}}))
+    return root
+
+
+def test_only_finished_runs_with_weights_are_tested_once(tmp_path, fake_eval, monkeypatch):
+    python, calls = fake_eval
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(_shapes_root(tmp_path / "train", 0)))
+    root = _shapes_root(tmp_path / "heldout", 7)
     study = tmp_path / "study"
     bp, fa, kp, ss = plan_runs(study, ["bp", "fa", "kolen_pollack", "sign_symmetry"], [0])
     _finished(bp, 40.0)
@@ -81,6 +91,17 @@ def test_a_missing_root_fails_before_anything_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"--test-datasets {missing}: no such directory"):
         study_main([*argv, "--test-datasets", str(missing)])
     assert not (tmp_path / "study").exists()
+
+
+def test_the_training_set_is_no_held_out_set(tmp_path):
+    train = _shapes_root(tmp_path / "train", 0)
+    with pytest.raises(ValueError, match="is the training root"):
+        describe_test_root(train, training_root=train)
+    same_seed = _shapes_root(tmp_path / "copy", 0)
+    with pytest.raises(ValueError, match="seed 0, the training set's"):
+        describe_test_root(same_seed, training_root=train)
+    other = _shapes_root(tmp_path / "other", 1)
+    assert describe_test_root(other, training_root=train)["shapes"] == {"seed": 1}
 
 
 def _seed(rule, val_ap, held_ap=None):
