@@ -54,10 +54,14 @@ EVAL_RESULTS = "eval_results.json"
 
 
 def _plain(value):
-    """Evaluator results as JSON values: nested dicts of floats, NaN (nothing detected) as null."""
+    """Evaluator results as JSON values: nested dicts of floats, NaN (nothing detected) as
+    null; anything that is no number (another evaluator's extras) as its str."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
     return None if math.isnan(value) else value
 
 

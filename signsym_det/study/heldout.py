@@ -1,6 +1,8 @@
 """Test a finished study on a held-out set: each finished run's ``model_final.pth`` evaluated
 once on the datasets registered from another root (``DETECTRON2_DATASETS=ROOT``, e.g. the
-shapes set generated with another seed); the result is ``<run>/heldout.json``.
+shapes set generated with another seed); the result is ``<run>/heldout.json``:
+{"datasets_root", "shapes" (the set's generation params, if it is a shapes set), "results"
+(train_net --eval-only's eval_results.json)}.
 
 The val set a study reports on is also the set its settings (learning rates, schedules) were
 chosen on, and a small one; a set that played no part in those choices says whether the
@@ -17,11 +19,9 @@ from pathlib import Path
 from ..checkpoint.io import atomic_write_text
 from ..train_net import EVAL_RESULTS
 from .gaps import gap_rows
+from .records import HELDOUT
 from .runs import TRAIN_NET
 
-#: A run's held-out result: {"datasets_root", "shapes" (the set's generation params, if it is
-#: a shapes set), "results" (train_net --eval-only's eval_results.json)}.
-HELDOUT = "heldout.json"
 #: The weights a finished run is tested with, and where its held-out evaluation writes.
 WEIGHTS, EVAL_DIR = "model_final.pth", "heldout"
 MAKE_ONE = "python -m signsym_det.make_dataset --out ROOT/shapes --seed 1 --num-val 1000"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 #: A finished stage's marker (written last, so a stage with it is whole).
 DONE = "done.json"
-#: What makes a stage's record: its done.json and the metrics the report reads (heldout.json:
-#: a detection run's held-out test, study/heldout.py).
-RECORD_FILES = (DONE, "metrics.json", "metrics.jsonl", "heldout.json")
+#: A detection run's held-out test (study/heldout.py).
+HELDOUT = "heldout.json"
+#: What makes a stage's record: its done.json and the metrics the report reads.
+RECORD_FILES = (DONE, "metrics.json", "metrics.jsonl", HELDOUT)
 
 
 def _copy_record(source: Path, target: Path) -> None:
